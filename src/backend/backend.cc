@@ -1,0 +1,27 @@
+#include "backend/backend.h"
+
+#include "backend/cpu/cpu_backend.h"
+#ifdef MOESERVE_HAVE_CUDA
+#include "backend/cuda/cuda_backend.h"
+#endif
+
+namespace moeserve {
+
+StatusOr<std::unique_ptr<Backend>> create_backend(const std::string& kind, int n_threads) {
+  if (kind == "cpu") return std::unique_ptr<Backend>(new CpuBackend(n_threads));
+  if (kind == "cuda" || kind == "auto") {
+#ifdef MOESERVE_HAVE_CUDA
+    if (cuda_device_count() > 0) return create_cuda_backend();
+    if (kind == "cuda") return absl::FailedPreconditionError("backend 'cuda': no CUDA device found");
+#else
+    if (kind == "cuda") {
+      return absl::FailedPreconditionError("backend 'cuda': this build has no CUDA support");
+    }
+#endif
+    return std::unique_ptr<Backend>(new CpuBackend(n_threads));
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown backend '", kind, "' (expected cpu, cuda or auto)"));
+}
+
+}  // namespace moeserve

@@ -1,0 +1,124 @@
+// The Backend interface: memory, copies and one function per op.
+//
+// Model code is written once against this interface. The CPU backend
+// (backend/cpu/) is the plain reference; the CUDA backend (backend/cuda/)
+// launches kernels from kernels/. Unless a comment says otherwise:
+//  - activations are F32; weights may be F32 or BF16 (per op, see below);
+//  - tensors must live on this backend's device;
+//  - the innermost dimension is contiguous (stride 1); outer strides may be
+//    arbitrary, so ops can read and write column slices of larger tensors;
+//  - ops are asynchronous with respect to the host; `synchronize()` waits.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "common/tensor.h"
+
+namespace moeserve {
+
+enum class ScoringFunc : uint8_t { kSoftmax, kSigmoid };
+
+// DeepSeek's expert-selection methods (config.json `topk_method`).
+enum class TopkMethod : uint8_t {
+  kGreedy,              // plain top-k over all experts (V2-Lite)
+  kGroupLimitedGreedy,  // V2: groups ranked by their max score
+  kNoauxTc,             // V3: groups ranked by the sum of their top-2 biased scores
+};
+
+struct GateParams {
+  ScoringFunc scoring = ScoringFunc::kSoftmax;
+  TopkMethod method = TopkMethod::kGreedy;
+  int n_group = 1;        // experts are split into this many equal groups
+  int topk_group = 1;     // groups kept before the top-k
+  int top_k = 1;          // experts per token
+  bool norm_topk_prob = false;        // renormalise the k weights to sum to 1
+  float routed_scaling_factor = 1.0f; // applied after normalisation
+};
+
+// Per-step attention metadata, built once and shared by every layer. Token t
+// belongs to sequence token_seq[t] and sits at position token_pos[t]; it
+// attends causally to cache positions [0, token_pos[t]] of that sequence,
+// which must already be written.
+struct AttentionBatch {
+  Tensor token_seq;     // [n_tokens] I32: row of block_tables
+  Tensor token_pos;     // [n_tokens] I32: absolute position
+  Tensor slot_mapping;  // [n_tokens] I32: cache slot block_id * block_size + offset
+  Tensor block_tables;  // [n_seqs, max_blocks] I32: block ids of each sequence
+  int block_size = 0;   // tokens per cache block
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual std::string name() const = 0;
+  virtual Device device() const = 0;
+
+  // ---- memory -----------------------------------------------------------------
+  // Contiguous, uninitialised tensor on this backend.
+  virtual Tensor alloc(DType dtype, std::vector<int64_t> shape) = 0;
+  // Copies between any two devices; same dtype and shape; both contiguous.
+  virtual void copy(const Tensor& src, const Tensor& dst) = 0;
+  virtual void synchronize() = 0;
+
+  // ---- ops ----------------------------------------------------------------------
+  // out[i, :] = src[indices[i], :] as F32. src: [n_rows, d] F32/BF16/F16;
+  // indices: [m] I32; out: [m, d] F32. Used for embeddings and row gathers.
+  virtual void gather_rows(const Tensor& src, const Tensor& indices, const Tensor& out) = 0;
+
+  // out = x / rms(x) * weight per row. x, out: [n, d] (may alias); weight: [d] F32/BF16.
+  virtual void rms_norm(const Tensor& x, const Tensor& weight, float eps, const Tensor& out) = 0;
+
+  // out = a + b elementwise. a, b, out: [n, d] (out may alias a or b).
+  virtual void add(const Tensor& a, const Tensor& b, const Tensor& out) = 0;
+
+  // out = x · wᵀ. x: [n, k]; w: [m, k] F32/BF16; out: [n, m].
+  virtual void linear(const Tensor& x, const Tensor& w, const Tensor& out) = 0;
+
+  // Per-head linear: out[t, h, :] = w[h] · x[t, h, :]. x: [n, H, k];
+  // w: [H, m, k] F32/BF16; out: [n, H, m].
+  virtual void head_linear(const Tensor& x, const Tensor& w, const Tensor& out) = 0;
+
+  // out = silu(gate) * up with gate = gate_up[:, :f], up = gate_up[:, f:].
+  // gate_up: [n, 2f]; out: [n, f].
+  virtual void silu_mul(const Tensor& gate_up, const Tensor& out) = 0;
+
+  // Rotates interleaved pairs (x[2i], x[2i+1]) of every head in place by the
+  // angle table at each token's position. x: [n, H, rope_dim] or [n, rope_dim];
+  // positions: [n] I32; cos_sin: [max_pos, rope_dim / 2, 2] F32 (cos, sin).
+  virtual void rope(const Tensor& x, const Tensor& positions, const Tensor& cos_sin) = 0;
+
+  // cache[slot / block_size, slot % block_size, :] = kv[t, :] for each token.
+  // kv: [n, width]; slot_mapping: [n] I32; cache: [n_blocks, block_size, width].
+  virtual void kv_cache_write(const Tensor& kv, const Tensor& slot_mapping,
+                              const Tensor& cache) = 0;
+
+  // MLA in the weight-absorbed form over the paged latent cache. A cache row
+  // is [latent (latent_dim) | rope key (rope_dim)]. For each query token t and
+  // head h: score(p) = q_latent[t, h]·latent(p) + q_rope[t, h]·rope_key(p) over
+  // the positions p the token may see; out[t, h] = Σ softmax(scale · score)(p)
+  // · latent(p). q_latent: [n, H, latent_dim]; q_rope: [n, H, rope_dim];
+  // cache: [n_blocks, block_size, latent_dim + rope_dim]; out: [n, H, latent_dim].
+  virtual void mla_attention(const Tensor& q_latent, const Tensor& q_rope, const Tensor& cache,
+                             const AttentionBatch& batch, float scale, const Tensor& out) = 0;
+
+  // Expert selection. logits: [n, E] F32; bias: [E] F32 or undefined (used for
+  // selection only); topk_ids: [n, top_k] I32; topk_weights: [n, top_k] F32.
+  virtual void moe_gate(const Tensor& logits, const Tensor& bias, const GateParams& params,
+                        const Tensor& topk_ids, const Tensor& topk_weights) = 0;
+
+  // Routed experts: out[t] = Σ_j topk_weights[t, j] · E_{topk_ids[t, j]}(x[t]),
+  // E_e(x) = w_down[e] · (silu(w_gate[e] x) * (w_up[e] x)). x, out: [n, d];
+  // w_gate_up: [E, 2f, d] (gate rows then up rows); w_down: [E, d, f].
+  virtual void moe_ffn(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_weights,
+                       const Tensor& w_gate_up, const Tensor& w_down, const Tensor& out) = 0;
+};
+
+// "cpu", "cuda" or "auto" (CUDA when a GPU is present and the build has it).
+StatusOr<std::unique_ptr<Backend>> create_backend(const std::string& kind, int n_threads = 0);
+
+}  // namespace moeserve

@@ -1,0 +1,350 @@
+#include "backend/cpu/cpu_backend.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <numeric>
+#include <vector>
+
+#include "backend/cpu/cpu_gemm.h"
+
+namespace moeserve {
+namespace {
+
+// Row r of a 2-D (or leading-flattened) tensor whose innermost dim is contiguous.
+template <typename T>
+T* row(const Tensor& t, int64_t r) {
+  return t.data<T>() + r * t.stride(0);
+}
+
+void check_host(const Tensor& t, const char* what) {
+  MS_CHECK(t.defined() && t.device() == Device::kCpu, what, " must be a host tensor");
+  MS_CHECK(t.ndim() == 0 || t.stride(-1) == 1 || t.dim(-1) == 1, what, " ", t.describe(),
+           " must have a contiguous innermost dim");
+}
+
+void check_dtype(const Tensor& t, DType d, const char* what) {
+  MS_CHECK(t.dtype() == d, what, " is ", t.describe(), ", expected ", dtype_name(d));
+}
+
+float load_float(const void* base, DType t, int64_t i) {
+  switch (t) {
+    case DType::kF32: return static_cast<const float*>(base)[i];
+    case DType::kBF16: return bf16_to_f32(static_cast<const uint16_t*>(base)[i]);
+    case DType::kF16: return f16_to_f32(static_cast<const uint16_t*>(base)[i]);
+    default: MS_CHECK(false, "unsupported float dtype ", dtype_name(t));
+  }
+  return 0.0f;
+}
+
+float silu(float v) { return v / (1.0f + std::exp(-v)); }
+
+}  // namespace
+
+CpuBackend::CpuBackend(int n_threads) : pool_(n_threads) {
+  openblas_set_num_threads(pool_.n_threads());
+}
+
+Tensor CpuBackend::alloc(DType dtype, std::vector<int64_t> shape) {
+  return Tensor::empty_host(dtype, std::move(shape));
+}
+
+void CpuBackend::copy(const Tensor& src, const Tensor& dst) {
+  MS_CHECK(src.dtype() == dst.dtype() && src.numel() == dst.numel(), "copy ", src.describe(),
+           " -> ", dst.describe());
+  MS_CHECK(src.is_contiguous() && dst.is_contiguous(), "copy needs contiguous tensors");
+  MS_CHECK(src.device() == Device::kCpu && dst.device() == Device::kCpu,
+           "the CPU backend copies host memory only");
+  std::memcpy(dst.raw(), src.raw(), static_cast<size_t>(src.n_bytes()));
+}
+
+void CpuBackend::gather_rows(const Tensor& src, const Tensor& indices, const Tensor& out) {
+  check_host(src, "gather src");
+  check_host(out, "gather out");
+  check_dtype(indices, DType::kI32, "gather indices");
+  check_dtype(out, DType::kF32, "gather out");
+  const int64_t n = indices.dim(0), d = src.dim(1), n_rows = src.dim(0);
+  MS_CHECK(out.dim(0) == n && out.dim(1) == d, "gather out ", out.describe());
+  const int32_t* idx = indices.data<int32_t>();
+  const int64_t elem_bytes = dtype_bits(src.dtype()) / 8;
+  pool_.parallel_for(n, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      MS_CHECK(idx[i] >= 0 && idx[i] < n_rows, "gather index ", idx[i], " out of range ", n_rows);
+      const char* s = static_cast<const char*>(src.raw()) + idx[i] * src.stride(0) * elem_bytes;
+      float* o = row<float>(out, i);
+      for (int64_t j = 0; j < d; ++j) o[j] = load_float(s, src.dtype(), j);
+    }
+  });
+}
+
+void CpuBackend::rms_norm(const Tensor& x, const Tensor& weight, float eps, const Tensor& out) {
+  check_host(x, "rms_norm x");
+  check_host(out, "rms_norm out");
+  const int64_t n = x.dim(0), d = x.dim(1);
+  MS_CHECK(weight.numel() == d && out.dim(0) == n && out.dim(1) == d, "rms_norm shapes ",
+           x.describe(), " ", weight.describe(), " ", out.describe());
+  const std::vector<float> w = to_f32_vector(weight);
+  pool_.parallel_for(n, [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      const float* xr = row<float>(x, r);
+      double ss = 0.0;
+      for (int64_t j = 0; j < d; ++j) ss += static_cast<double>(xr[j]) * xr[j];
+      const float inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(d) + eps));
+      float* o = row<float>(out, r);
+      for (int64_t j = 0; j < d; ++j) o[j] = xr[j] * inv * w[static_cast<size_t>(j)];
+    }
+  });
+}
+
+void CpuBackend::add(const Tensor& a, const Tensor& b, const Tensor& out) {
+  const int64_t n = a.dim(0), d = a.dim(1);
+  MS_CHECK(b.dim(0) == n && b.dim(1) == d && out.dim(0) == n && out.dim(1) == d, "add shapes");
+  for (int64_t r = 0; r < n; ++r) {
+    const float* ar = row<float>(a, r);
+    const float* br = row<float>(b, r);
+    float* o = row<float>(out, r);
+    for (int64_t j = 0; j < d; ++j) o[j] = ar[j] + br[j];
+  }
+}
+
+void CpuBackend::linear(const Tensor& x, const Tensor& w, const Tensor& out) {
+  check_host(x, "linear x");
+  check_host(w, "linear w");
+  check_host(out, "linear out");
+  check_dtype(x, DType::kF32, "linear x");
+  const int64_t n = x.dim(0), k = x.dim(1), m = w.dim(0);
+  MS_CHECK(w.dim(1) == k && out.dim(0) == n && out.dim(1) == m, "linear shapes ", x.describe(),
+           " ", w.describe(), " ", out.describe());
+  cpu::gemm_xwt(x.data<float>(), x.stride(0), w.raw(), w.dtype(), w.stride(0), out.data<float>(),
+                out.stride(0), n, m, k, pool_);
+}
+
+void CpuBackend::head_linear(const Tensor& x, const Tensor& w, const Tensor& out) {
+  const int64_t n = x.dim(0), n_heads = x.dim(1), k = x.dim(2), m = w.dim(1);
+  MS_CHECK(w.dim(0) == n_heads && w.dim(2) == k && out.dim(0) == n && out.dim(1) == n_heads &&
+               out.dim(2) == m,
+           "head_linear shapes ", x.describe(), " ", w.describe(), " ", out.describe());
+  for (int64_t h = 0; h < n_heads; ++h) {
+    // Head h of every token is a [n, k] matrix with row stride x.stride(0).
+    const Tensor w_h = w.select(0, h);
+    cpu::gemm_xwt(x.data<float>() + h * x.stride(1), x.stride(0), w_h.raw(), w.dtype(),
+                  w_h.stride(0), out.data<float>() + h * out.stride(1), out.stride(0), n, m, k,
+                  pool_);
+  }
+}
+
+void CpuBackend::silu_mul(const Tensor& gate_up, const Tensor& out) {
+  const int64_t n = gate_up.dim(0), f = out.dim(1);
+  MS_CHECK(gate_up.dim(1) == 2 * f && out.dim(0) == n, "silu_mul shapes");
+  pool_.parallel_for(n, [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      const float* g = row<float>(gate_up, r);
+      float* o = row<float>(out, r);
+      for (int64_t j = 0; j < f; ++j) o[j] = silu(g[j]) * g[f + j];
+    }
+  });
+}
+
+void CpuBackend::rope(const Tensor& x, const Tensor& positions, const Tensor& cos_sin) {
+  check_dtype(positions, DType::kI32, "rope positions");
+  const int64_t n = x.dim(0);
+  const int64_t n_heads = x.ndim() == 3 ? x.dim(1) : 1;
+  const int64_t head_stride = x.ndim() == 3 ? x.stride(1) : 0;
+  const int64_t rope_dim = x.dim(-1), half = rope_dim / 2, max_pos = cos_sin.dim(0);
+  MS_CHECK(rope_dim % 2 == 0 && cos_sin.dim(1) == half && cos_sin.dim(2) == 2, "rope shapes ",
+           x.describe(), " ", cos_sin.describe());
+  const int32_t* pos = positions.data<int32_t>();
+  const float* table = cos_sin.data<float>();
+  for (int64_t t = 0; t < n; ++t) {
+    MS_CHECK(pos[t] >= 0 && pos[t] < max_pos, "rope position ", pos[t], " beyond table ", max_pos);
+    const float* cs = table + pos[t] * half * 2;
+    for (int64_t h = 0; h < n_heads; ++h) {
+      float* v = x.data<float>() + t * x.stride(0) + h * head_stride;
+      for (int64_t i = 0; i < half; ++i) {
+        const float c = cs[2 * i], s = cs[2 * i + 1];
+        const float a = v[2 * i], b = v[2 * i + 1];
+        v[2 * i] = a * c - b * s;
+        v[2 * i + 1] = a * s + b * c;
+      }
+    }
+  }
+}
+
+void CpuBackend::kv_cache_write(const Tensor& kv, const Tensor& slot_mapping, const Tensor& cache) {
+  check_dtype(slot_mapping, DType::kI32, "slot_mapping");
+  check_dtype(cache, DType::kF32, "kv cache");
+  const int64_t n = kv.dim(0), width = kv.dim(1);
+  const int64_t block_size = cache.dim(1), n_slots = cache.dim(0) * block_size;
+  MS_CHECK(cache.dim(2) == width && cache.is_contiguous(), "kv_cache_write shapes ",
+           kv.describe(), " ", cache.describe());
+  const int32_t* slots = slot_mapping.data<int32_t>();
+  for (int64_t t = 0; t < n; ++t) {
+    MS_CHECK(slots[t] >= 0 && slots[t] < n_slots, "cache slot ", slots[t], " out of range");
+    std::memcpy(cache.data<float>() + slots[t] * width, row<float>(kv, t),
+                static_cast<size_t>(width) * sizeof(float));
+  }
+}
+
+void CpuBackend::mla_attention(const Tensor& q_latent, const Tensor& q_rope, const Tensor& cache,
+                               const AttentionBatch& batch, float scale, const Tensor& out) {
+  check_dtype(cache, DType::kF32, "kv cache");
+  const int64_t n = q_latent.dim(0), n_heads = q_latent.dim(1), latent = q_latent.dim(2);
+  const int64_t rope_dim = q_rope.dim(2), width = cache.dim(2), block_size = cache.dim(1);
+  MS_CHECK(latent + rope_dim == width && block_size == batch.block_size && out.dim(2) == latent,
+           "mla_attention shapes ", q_latent.describe(), " ", q_rope.describe(), " ",
+           cache.describe());
+  const int32_t* seq = batch.token_seq.data<int32_t>();
+  const int32_t* pos = batch.token_pos.data<int32_t>();
+  const int32_t* tables = batch.block_tables.data<int32_t>();
+  const int64_t max_blocks = batch.block_tables.dim(1);
+  const float* kv = cache.data<float>();
+  pool_.parallel_for(n * n_heads, [&](int64_t b, int64_t e) {
+    std::vector<float> scores;
+    for (int64_t th = b; th < e; ++th) {
+      const int64_t t = th / n_heads, h = th % n_heads;
+      const int64_t n_ctx = pos[t] + 1;
+      MS_CHECK(n_ctx <= max_blocks * block_size, "position ", pos[t], " beyond block table");
+      const float* ql = q_latent.data<float>() + t * q_latent.stride(0) + h * q_latent.stride(1);
+      const float* qr = q_rope.data<float>() + t * q_rope.stride(0) + h * q_rope.stride(1);
+      const int32_t* table = tables + seq[t] * max_blocks;
+      auto cache_row = [&](int64_t p) {
+        return kv + (static_cast<int64_t>(table[p / block_size]) * block_size + p % block_size) *
+                        width;
+      };
+      scores.resize(static_cast<size_t>(n_ctx));
+      float max_score = -std::numeric_limits<float>::infinity();
+      for (int64_t p = 0; p < n_ctx; ++p) {
+        const float* r = cache_row(p);
+        float s = 0.0f;
+        for (int64_t i = 0; i < latent; ++i) s += ql[i] * r[i];
+        for (int64_t i = 0; i < rope_dim; ++i) s += qr[i] * r[latent + i];
+        scores[static_cast<size_t>(p)] = s * scale;
+        max_score = std::max(max_score, s * scale);
+      }
+      double denom = 0.0;
+      for (float& s : scores) {
+        s = std::exp(s - max_score);
+        denom += s;
+      }
+      float* o = out.data<float>() + t * out.stride(0) + h * out.stride(1);
+      std::fill(o, o + latent, 0.0f);
+      for (int64_t p = 0; p < n_ctx; ++p) {
+        const float wgt = static_cast<float>(scores[static_cast<size_t>(p)] / denom);
+        const float* r = cache_row(p);
+        for (int64_t i = 0; i < latent; ++i) o[i] += wgt * r[i];
+      }
+    }
+  });
+}
+
+void CpuBackend::moe_gate(const Tensor& logits, const Tensor& bias, const GateParams& params,
+                          const Tensor& topk_ids, const Tensor& topk_weights) {
+  const int64_t n = logits.dim(0), n_experts = logits.dim(1);
+  const int k = params.top_k, n_group = params.n_group;
+  MS_CHECK(topk_ids.dim(1) == k && topk_weights.dim(1) == k && n_experts % n_group == 0,
+           "moe_gate shapes");
+  const int64_t per_group = n_experts / n_group;
+  const bool grouped = n_group > 1 && params.method != TopkMethod::kGreedy;
+  const float* b = bias.defined() ? bias.data<float>() : nullptr;
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  for (int64_t t = 0; t < n; ++t) {
+    const float* l = row<float>(logits, t);
+    std::vector<float> scores(static_cast<size_t>(n_experts));
+    if (params.scoring == ScoringFunc::kSoftmax) {
+      const float mx = *std::max_element(l, l + n_experts);
+      double sum = 0.0;
+      for (int64_t e = 0; e < n_experts; ++e) sum += std::exp(static_cast<double>(l[e] - mx));
+      for (int64_t e = 0; e < n_experts; ++e) {
+        scores[e] = static_cast<float>(std::exp(static_cast<double>(l[e] - mx)) / sum);
+      }
+    } else {
+      for (int64_t e = 0; e < n_experts; ++e) scores[e] = 1.0f / (1.0f + std::exp(-l[e]));
+    }
+    // The bias steers which experts are chosen, never how much they weigh.
+    std::vector<float> choice = scores;
+    if (b != nullptr) {
+      for (int64_t e = 0; e < n_experts; ++e) choice[e] += b[e];
+    }
+    if (grouped) {
+      std::vector<float> group_score(static_cast<size_t>(n_group));
+      for (int g = 0; g < n_group; ++g) {
+        std::vector<float> v(choice.begin() + g * per_group, choice.begin() + (g + 1) * per_group);
+        std::sort(v.begin(), v.end(), std::greater<>());
+        group_score[g] = params.method == TopkMethod::kNoauxTc ? v[0] + v[1] : v[0];
+      }
+      std::vector<int> order(static_cast<size_t>(n_group));
+      std::iota(order.begin(), order.end(), 0);
+      std::stable_sort(order.begin(), order.end(),
+                       [&](int x, int y) { return group_score[x] > group_score[y]; });
+      for (int gi = params.topk_group; gi < n_group; ++gi) {
+        const int g = order[gi];
+        std::fill(choice.begin() + g * per_group, choice.begin() + (g + 1) * per_group, kNegInf);
+      }
+    }
+    std::vector<int> experts(static_cast<size_t>(n_experts));
+    std::iota(experts.begin(), experts.end(), 0);
+    std::partial_sort(experts.begin(), experts.begin() + k, experts.end(),
+                      [&](int x, int y) { return choice[x] > choice[y]; });
+    int32_t* ids = row<int32_t>(topk_ids, t);
+    float* w = row<float>(topk_weights, t);
+    double sum = 0.0;
+    for (int j = 0; j < k; ++j) {
+      ids[j] = experts[j];
+      w[j] = scores[experts[j]];
+      sum += w[j];
+    }
+    for (int j = 0; j < k; ++j) {
+      if (params.norm_topk_prob && k > 1) w[j] = static_cast<float>(w[j] / sum);
+      w[j] *= params.routed_scaling_factor;
+    }
+  }
+}
+
+void CpuBackend::moe_ffn(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_weights,
+                         const Tensor& w_gate_up, const Tensor& w_down, const Tensor& out) {
+  const int64_t n = x.dim(0), d = x.dim(1), k = topk_ids.dim(1);
+  const int64_t n_experts = w_gate_up.dim(0), f = w_down.dim(2);
+  MS_CHECK(w_gate_up.dim(1) == 2 * f && w_gate_up.dim(2) == d && w_down.dim(1) == d &&
+               out.dim(0) == n && out.dim(1) == d,
+           "moe_ffn shapes ", x.describe(), " ", w_gate_up.describe(), " ", w_down.describe());
+  // Tokens grouped by expert, so each expert's weights are read once per step.
+  std::vector<std::vector<std::pair<int64_t, float>>> routed(static_cast<size_t>(n_experts));
+  for (int64_t t = 0; t < n; ++t) {
+    for (int64_t j = 0; j < k; ++j) {
+      const int32_t e = row<int32_t>(topk_ids, t)[j];
+      MS_CHECK(e >= 0 && e < n_experts, "expert id ", e, " out of range");
+      routed[static_cast<size_t>(e)].push_back({t, row<float>(topk_weights, t)[j]});
+    }
+  }
+  for (int64_t t = 0; t < n; ++t) std::fill(row<float>(out, t), row<float>(out, t) + d, 0.0f);
+  std::vector<float> xs, gu, act, y;
+  for (int64_t e = 0; e < n_experts; ++e) {
+    const auto& toks = routed[static_cast<size_t>(e)];
+    const int64_t m = static_cast<int64_t>(toks.size());
+    if (m == 0) continue;
+    xs.resize(static_cast<size_t>(m * d));
+    for (int64_t i = 0; i < m; ++i) {
+      std::memcpy(&xs[i * d], row<float>(x, toks[i].first), static_cast<size_t>(d) * 4);
+    }
+    gu.resize(static_cast<size_t>(m * 2 * f));
+    act.resize(static_cast<size_t>(m * f));
+    y.resize(static_cast<size_t>(m * d));
+    const Tensor wgu = w_gate_up.select(0, e), wd = w_down.select(0, e);
+    cpu::gemm_xwt(xs.data(), d, wgu.raw(), wgu.dtype(), wgu.stride(0), gu.data(), 2 * f, m, 2 * f,
+                  d, pool_);
+    for (int64_t i = 0; i < m; ++i) {
+      for (int64_t j = 0; j < f; ++j) act[i * f + j] = silu(gu[i * 2 * f + j]) * gu[i * 2 * f + f + j];
+    }
+    cpu::gemm_xwt(act.data(), f, wd.raw(), wd.dtype(), wd.stride(0), y.data(), d, m, d, f, pool_);
+    for (int64_t i = 0; i < m; ++i) {
+      float* o = row<float>(out, toks[i].first);
+      const float wgt = toks[i].second;
+      for (int64_t j = 0; j < d; ++j) o[j] += wgt * y[i * d + j];
+    }
+  }
+}
+
+}  // namespace moeserve

@@ -1,0 +1,50 @@
+// Runs steps of a model over sequences that own blocks of a paged KV cache.
+// The scheduler decides what goes into a step; this class turns that into a
+// ForwardBatch (positions, slots, block tables), runs it and returns logits.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <vector>
+
+#include "engine/block_allocator.h"
+#include "model/deepseek_v2.h"
+
+namespace moeserve {
+
+// Tokens appended to one sequence in a step.
+struct SequenceChunk {
+  int seq_id = 0;
+  std::vector<int32_t> tokens;
+  bool all_logits = false;  // logits for every token (else the last only)
+};
+
+class ModelRunner {
+ public:
+  ModelRunner(DeepseekV2Model& model, int n_blocks, int block_size);
+
+  int create_sequence();
+  void release_sequence(int seq_id);  // returns its blocks
+  int64_t n_cached(int seq_id) const;
+  int n_free_blocks() const { return allocator_.n_free(); }
+  const KvCache& cache() const { return cache_; }
+
+  // Appends each chunk to its sequence and runs one forward step. Returns the
+  // host logits, one row per requested token, in chunk order. On error no
+  // sequence changes (blocks taken for this step are given back).
+  StatusOr<std::vector<std::vector<float>>> step(const std::vector<SequenceChunk>& chunks);
+
+ private:
+  struct Sequence {
+    std::vector<int32_t> blocks;
+    int64_t n_cached = 0;
+  };
+
+  DeepseekV2Model& model_;
+  KvCache cache_;
+  BlockAllocator allocator_;
+  std::map<int, Sequence> seqs_;
+  int next_id_ = 0;
+};
+
+}  // namespace moeserve

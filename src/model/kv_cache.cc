@@ -1,0 +1,19 @@
+#include "model/kv_cache.h"
+
+namespace moeserve {
+
+KvCache::KvCache(Backend& backend, int n_layers, int n_blocks, int block_size, int row_width)
+    : n_blocks_(n_blocks), block_size_(block_size), row_width_(row_width) {
+  MS_CHECK(n_blocks > 0 && block_size > 0 && row_width > 0, "bad KV cache geometry");
+  for (int i = 0; i < n_layers; ++i) {
+    layers_.push_back(backend.alloc(DType::kF32, {n_blocks, block_size, row_width}));
+  }
+}
+
+int64_t KvCache::n_bytes() const {
+  int64_t n = 0;
+  for (const Tensor& t : layers_) n += t.n_bytes();
+  return n;
+}
+
+}  // namespace moeserve

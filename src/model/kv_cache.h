@@ -1,0 +1,28 @@
+// The paged latent KV cache: for every layer, blocks of `block_size` rows of
+// [compressed latent (kv_lora_rank) | rope key (qk_rope_head_dim)].
+#pragma once
+
+#include <vector>
+
+#include "backend/backend.h"
+
+namespace moeserve {
+
+class KvCache {
+ public:
+  KvCache(Backend& backend, int n_layers, int n_blocks, int block_size, int row_width);
+
+  int n_blocks() const { return n_blocks_; }
+  int block_size() const { return block_size_; }
+  int row_width() const { return row_width_; }
+  const Tensor& layer(int i) const { return layers_[static_cast<size_t>(i)]; }  // [n_blocks, block_size, row_width]
+  int64_t n_bytes() const;
+
+ private:
+  int n_blocks_;
+  int block_size_;
+  int row_width_;
+  std::vector<Tensor> layers_;
+};
+
+}  // namespace moeserve

@@ -1,0 +1,201 @@
+// `moeserve generate`: one prompt through a model directory, on any backend.
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "common/logging.h"
+#include "engine/model_runner.h"
+#include "engine/sampler.h"
+
+namespace moeserve {
+namespace {
+
+constexpr const char* kUsage =
+    "usage: moeserve generate --model DIR --prompt-ids ID,ID,... [options]\n"
+    "\n"
+    "  --model DIR          Hugging Face model directory (config.json + *.safetensors)\n"
+    "  --prompt-ids LIST    prompt as comma-separated token ids\n"
+    "  --max-tokens N       tokens to generate (default 16)\n"
+    "  --temperature T      0 (default) is greedy\n"
+    "  --top-k K            sample from the K most likely tokens (0: all)\n"
+    "  --top-p P            nucleus sampling mass (default 1)\n"
+    "  --seed S             sampling seed (default 0)\n"
+    "  --top-logprobs K     with --json: the K most likely tokens per step (default 0)\n"
+    "  --json               print ids and per-step log-probabilities as JSON\n"
+    "  --backend NAME       cpu, cuda or auto (default auto)\n"
+    "  --threads N          CPU threads (default: all)\n"
+    "  --block-size N       KV-cache block size in tokens (default 64)\n"
+    "  --log-level LEVEL    trace, debug, info (default), warn, error, off\n";
+
+struct GenerateArgs {
+  std::string model;
+  std::vector<int32_t> prompt_ids;
+  int max_tokens = 16;
+  SamplingOptions sampling;
+  int top_logprobs = 0;
+  bool json = false;
+  std::string backend = "auto";
+  int threads = 0;
+  int block_size = 64;
+  std::string log_level = "info";
+};
+
+template <typename T>
+Status parse_number(const std::string& flag, const std::string& text, T* out) {
+  bool ok;
+  if constexpr (std::is_floating_point_v<T>) {
+    ok = absl::SimpleAtof(text, out);
+  } else {
+    ok = absl::SimpleAtoi(text, out);
+  }
+  if (!ok) return absl::InvalidArgumentError(absl::StrCat(flag, ": '", text, "' is not a number"));
+  return absl::OkStatus();
+}
+
+StatusOr<GenerateArgs> parse_args(int argc, char** argv) {
+  GenerateArgs a;
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    if (flag == "--json") {
+      a.json = true;
+      continue;
+    }
+    if (i + 1 >= argc) return absl::InvalidArgumentError(absl::StrCat(flag, " needs a value"));
+    const std::string v = argv[++i];
+    if (flag == "--model") {
+      a.model = v;
+    } else if (flag == "--prompt-ids") {
+      for (absl::string_view part : absl::StrSplit(v, ',', absl::SkipWhitespace())) {
+        int32_t id;
+        RETURN_IF_ERROR(parse_number(flag, std::string(part), &id));
+        a.prompt_ids.push_back(id);
+      }
+    } else if (flag == "--max-tokens") {
+      RETURN_IF_ERROR(parse_number(flag, v, &a.max_tokens));
+    } else if (flag == "--temperature") {
+      RETURN_IF_ERROR(parse_number(flag, v, &a.sampling.temperature));
+    } else if (flag == "--top-k") {
+      RETURN_IF_ERROR(parse_number(flag, v, &a.sampling.top_k));
+    } else if (flag == "--top-p") {
+      RETURN_IF_ERROR(parse_number(flag, v, &a.sampling.top_p));
+    } else if (flag == "--seed") {
+      RETURN_IF_ERROR(parse_number(flag, v, &a.sampling.seed));
+    } else if (flag == "--top-logprobs") {
+      RETURN_IF_ERROR(parse_number(flag, v, &a.top_logprobs));
+    } else if (flag == "--backend") {
+      a.backend = v;
+    } else if (flag == "--threads") {
+      RETURN_IF_ERROR(parse_number(flag, v, &a.threads));
+    } else if (flag == "--block-size") {
+      RETURN_IF_ERROR(parse_number(flag, v, &a.block_size));
+    } else if (flag == "--log-level") {
+      a.log_level = v;
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat("unknown option '", flag, "'"));
+    }
+  }
+  if (a.model.empty()) return absl::InvalidArgumentError("--model is required");
+  if (a.prompt_ids.empty()) return absl::InvalidArgumentError("--prompt-ids is required");
+  if (a.max_tokens < 0) return absl::InvalidArgumentError("--max-tokens must be >= 0");
+  if (a.sampling.temperature < 0) return absl::InvalidArgumentError("--temperature must be >= 0");
+  if (a.sampling.top_k < 0) return absl::InvalidArgumentError("--top-k must be >= 0");
+  if (!(a.sampling.top_p > 0 && a.sampling.top_p <= 1)) {
+    return absl::InvalidArgumentError("--top-p must be in (0, 1]");
+  }
+  if (a.top_logprobs < 0 || a.top_logprobs > 20) {
+    return absl::InvalidArgumentError("--top-logprobs must be in [0, 20]");
+  }
+  if (a.block_size <= 0 || a.block_size > 4096) {
+    return absl::InvalidArgumentError("--block-size must be in [1, 4096]");
+  }
+  return a;
+}
+
+Status generate(const GenerateArgs& a) {
+  ASSIGN_OR_RETURN(auto backend, create_backend(a.backend, a.threads));
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSIGN_OR_RETURN(auto model, DeepseekV2Model::load(a.model, *backend));
+  const auto t1 = std::chrono::steady_clock::now();
+  MS_LOG_INFO("loaded {} on {} in {:.2f} s: {}", a.model, backend->name(),
+              std::chrono::duration<double>(t1 - t0).count(), model->config().summary());
+
+  const int64_t n_total = static_cast<int64_t>(a.prompt_ids.size()) + a.max_tokens;
+  if (n_total > model->max_positions()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "prompt (", a.prompt_ids.size(), " tokens) + --max-tokens (", a.max_tokens,
+        ") exceeds the model's context of ", model->max_positions(), " tokens"));
+  }
+  const int n_blocks = static_cast<int>((n_total + a.block_size - 1) / a.block_size) + 1;
+  ModelRunner runner(*model, n_blocks, a.block_size);
+  const int seq = runner.create_sequence();
+  Sampler sampler(a.sampling);
+
+  nlohmann::json steps = nlohmann::json::array();
+  std::vector<int32_t> generated;
+  std::vector<int32_t> feed = a.prompt_ids;
+  const auto t2 = std::chrono::steady_clock::now();
+  for (int i = 0; i < a.max_tokens; ++i) {
+    ASSIGN_OR_RETURN(auto logits, runner.step({SequenceChunk{seq, feed, false}}));
+    const std::vector<float>& row = logits.back();
+    const int32_t next = sampler.sample(row);
+    generated.push_back(next);
+    if (a.json) {
+      nlohmann::json step = {{"token", next}, {"logprob", logprob_of(row, next)}};
+      if (a.top_logprobs > 0) {
+        nlohmann::json top = nlohmann::json::array();
+        for (auto [id, lp] : top_logprobs(row, a.top_logprobs)) {
+          top.push_back({{"token", id}, {"logprob", lp}});
+        }
+        step["top_logprobs"] = top;
+      }
+      steps.push_back(step);
+    }
+    feed = {next};
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t2).count();
+  MS_LOG_INFO("generated {} tokens in {:.3f} s ({:.1f} tokens/s)", generated.size(), secs,
+              secs > 0 ? static_cast<double>(generated.size()) / secs : 0.0);
+  if (a.json) {
+    const nlohmann::json out = {
+        {"prompt_ids", a.prompt_ids}, {"generated_ids", generated}, {"steps", steps}};
+    std::printf("%s\n", out.dump().c_str());
+  } else {
+    std::string line;
+    for (size_t i = 0; i < generated.size(); ++i) {
+      absl::StrAppend(&line, i ? " " : "", generated[i]);
+    }
+    std::printf("%s\n", line.c_str());
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int run_generate(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    if (std::string_view(argv[i]) == "--help" || std::string_view(argv[i]) == "-h") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
+  }
+  auto args = parse_args(argc, argv);
+  if (!args.ok()) {
+    std::fprintf(stderr, "moeserve generate: %s\n\n%s", std::string(args.status().message()).c_str(),
+                 kUsage);
+    return 2;
+  }
+  init_logging(args->log_level);
+  const Status s = generate(*args);
+  if (!s.ok()) {
+    std::fprintf(stderr, "moeserve generate: error: %s\n", std::string(s.message()).c_str());
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace moeserve
