@@ -1,16 +1,8 @@
 // Status helpers over Abseil: the error currency between modules.
 #pragma once
 
-#include "absl/status/status.h"
-#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
-
-namespace moeserve {
-
-using absl::Status;
-using absl::StatusOr;
-
-}  // namespace moeserve
+#include "moeserve/status.h"
 
 #define MS_CONCAT_INNER_(a, b) a##b
 #define MS_CONCAT_(a, b) MS_CONCAT_INNER_(a, b)

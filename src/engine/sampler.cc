@@ -16,7 +16,7 @@ double log_sum_exp(std::span<const float> logits) {
 
 }  // namespace
 
-Sampler::Sampler(const SamplingOptions& options) : options_(options), rng_(options.seed) {}
+Sampler::Sampler(const SamplingParams& options) : options_(options), rng_(options.seed) {}
 
 int32_t argmax(std::span<const float> logits) {
   return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());

@@ -7,22 +7,17 @@
 #include <utility>
 #include <vector>
 
-namespace moeserve {
+#include "moeserve/sampling_params.h"
 
-struct SamplingOptions {
-  float temperature = 0.0f;  // <= 1e-5: greedy
-  int top_k = 0;             // 0: all tokens
-  float top_p = 1.0f;        // nucleus mass kept
-  uint64_t seed = 0;         // same seed, same tokens
-};
+namespace moeserve {
 
 class Sampler {
  public:
-  explicit Sampler(const SamplingOptions& options);
+  explicit Sampler(const SamplingParams& options);
   int32_t sample(std::span<const float> logits);
 
  private:
-  SamplingOptions options_;
+  SamplingParams options_;
   std::mt19937_64 rng_;
 };
 

@@ -36,7 +36,7 @@ struct GenerateArgs {
   std::string model;
   std::vector<int32_t> prompt_ids;
   int max_tokens = 16;
-  SamplingOptions sampling;
+  SamplingParams sampling;
   int top_logprobs = 0;
   bool json = false;
   std::string backend = "auto";
