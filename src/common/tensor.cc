@@ -71,6 +71,7 @@ Tensor Tensor::slice(int dim, int64_t begin, int64_t end) const {
   MS_CHECK(dim >= 0 && dim < ndim_ && 0 <= begin && begin <= end && end <= shape_[dim],
            "bad slice of ", describe(), " dim ", dim, " [", begin, ", ", end, ")");
   MS_CHECK(dtype_ != DType::kI4, "cannot slice packed INT4 tensors");
+  MS_CHECK(scales_ == nullptr, "cannot slice ", describe(), ": it carries group scales");
   Tensor t = *this;
   t.byte_offset_ += begin * stride_[dim] * dtype_bits(dtype_) / 8;
   t.shape_[dim] = end - begin;

@@ -1,6 +1,7 @@
 #include "engine/model_runner.h"
 
 #include <algorithm>
+#include <set>
 
 namespace moeserve {
 
@@ -22,7 +23,11 @@ void ModelRunner::release_sequence(int seq_id) {
   seqs_.erase(it);
 }
 
-int64_t ModelRunner::n_cached(int seq_id) const { return seqs_.at(seq_id).n_cached; }
+int64_t ModelRunner::n_cached(int seq_id) const {
+  const auto it = seqs_.find(seq_id);
+  MS_CHECK(it != seqs_.end(), "unknown sequence ", seq_id);
+  return it->second.n_cached;
+}
 
 StatusOr<std::vector<std::vector<float>>> ModelRunner::step(
     const std::vector<SequenceChunk>& chunks) {
@@ -37,7 +42,13 @@ StatusOr<std::vector<std::vector<float>>> ModelRunner::step(
       allocator_.release(it->second);
     }
   };
+  std::set<int> seen;
   for (const SequenceChunk& c : chunks) {
+    if (!seen.insert(c.seq_id).second) {
+      roll_back();
+      return absl::InvalidArgumentError(
+          absl::StrCat("sequence ", c.seq_id, " appears twice in one step"));
+    }
     auto it = seqs_.find(c.seq_id);
     if (it == seqs_.end()) {
       roll_back();
