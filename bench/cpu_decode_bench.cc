@@ -63,7 +63,8 @@ class CountingBackend final : public Backend {
     for (int32_t s : seqs) {
       int32_t max_pos = 0;
       for (int64_t t = 0; t < b.token_seq.numel(); ++t) {
-        if (b.token_seq.data<int32_t>()[t] == s) max_pos = std::max(max_pos, b.token_pos.data<int32_t>()[t]);
+        if (b.token_seq.data<int32_t>()[t] == s)
+          max_pos = std::max(max_pos, b.token_pos.data<int32_t>()[t]);
       }
       bytes += (max_pos + 1) * cache.dim(2) * 4;
     }
@@ -108,8 +109,7 @@ ModelConfig bench_config() {
 }
 
 // Fills a fresh backend tensor with uniform values in [-a, a] (BF16 or F32).
-Tensor random_tensor(Backend& be, DType dtype, std::vector<int64_t> shape, float a,
-                     uint64_t seed) {
+Tensor random_tensor(Backend& be, DType dtype, std::vector<int64_t> shape, float a, uint64_t seed) {
   Tensor t = be.alloc(dtype, std::move(shape));
   uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
   const int64_t n = t.numel();
@@ -156,7 +156,8 @@ DeepseekWeights random_weights(const ModelConfig& c, Backend& be, int64_t* n_par
     l.o_proj = mat(d, h * c.v_head_dim);
     if (c.is_moe_layer(i)) {
       const int64_t e = *c.n_routed_experts, f = c.moe_intermediate_size;
-      l.router = random_tensor(be, DType::kF32, {e, d}, 1.0f / std::sqrt(static_cast<float>(d)), seed++);
+      l.router =
+          random_tensor(be, DType::kF32, {e, d}, 1.0f / std::sqrt(static_cast<float>(d)), seed++);
       l.experts_gate_up = mat(e * 2 * f, d).reshape({e, 2 * f, d});
       l.experts_down = mat(e * d, f).reshape({e, d, f});
       l.shared_gate_up = mat(2 * f * c.n_shared_experts, d);
@@ -178,9 +179,12 @@ double copy_bandwidth(ThreadPool& pool) {
   double best = 0;
   for (int rep = 0; rep < 5; ++rep) {
     const auto t0 = Clock::now();
-    pool.parallel_for(n, [&](int64_t b, int64_t e) {
-      std::memcpy(dst.data() + b, src.data() + b, static_cast<size_t>(e - b));
-    }, int64_t{1} << 20);
+    pool.parallel_for(
+        n,
+        [&](int64_t b, int64_t e) {
+          std::memcpy(dst.data() + b, src.data() + b, static_cast<size_t>(e - b));
+        },
+        int64_t{1} << 20);
     const double s = std::chrono::duration<double>(Clock::now() - t0).count();
     best = std::max(best, 2.0 * static_cast<double>(n) / s);
   }
@@ -196,12 +200,17 @@ int main(int argc, char** argv) {
   std::vector<int> batches = {1, 8};
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
-    if (flag == "--threads") n_threads = std::atoi(argv[i + 1]);
-    else if (flag == "--steps") n_steps = std::atoi(argv[i + 1]);
-    else if (flag == "--context") context = std::atoi(argv[i + 1]);
-    else if (flag == "--batch") batches = {std::atoi(argv[i + 1])};
+    if (flag == "--threads")
+      n_threads = std::atoi(argv[i + 1]);
+    else if (flag == "--steps")
+      n_steps = std::atoi(argv[i + 1]);
+    else if (flag == "--context")
+      context = std::atoi(argv[i + 1]);
+    else if (flag == "--batch")
+      batches = {std::atoi(argv[i + 1])};
     else {
-      std::fprintf(stderr, "usage: cpu_decode_bench [--threads N] [--steps N] [--context N] [--batch N]\n");
+      std::fprintf(stderr,
+                   "usage: cpu_decode_bench [--threads N] [--steps N] [--context N] [--batch N]\n");
       return 2;
     }
   }
@@ -214,12 +223,14 @@ int main(int argc, char** argv) {
   DeepseekV2Model model(config, std::move(weights), be);
   ThreadPool pool(n_threads);
   const double bw = copy_bandwidth(pool);
-  std::printf("model: DeepSeek-V2-Lite shape scaled: hidden %d, %d layers, %d experts (top-%d, %d shared), "
-              "%.3f B params BF16 (made in %.1f s)\n",
-              config.hidden_size, config.num_hidden_layers, *config.n_routed_experts,
-              config.num_experts_per_tok, config.n_shared_experts, static_cast<double>(n_params) / 1e9,
-              std::chrono::duration<double>(Clock::now() - t0).count());
-  std::printf("threads: %d; measured copy bandwidth: %.2f GB/s (read + write)\n", cpu.n_threads(), bw / 1e9);
+  std::printf(
+      "model: DeepSeek-V2-Lite shape scaled: hidden %d, %d layers, %d experts (top-%d, %d shared), "
+      "%.3f B params BF16 (made in %.1f s)\n",
+      config.hidden_size, config.num_hidden_layers, *config.n_routed_experts,
+      config.num_experts_per_tok, config.n_shared_experts, static_cast<double>(n_params) / 1e9,
+      std::chrono::duration<double>(Clock::now() - t0).count());
+  std::printf("threads: %d; measured copy bandwidth: %.2f GB/s (read + write)\n", cpu.n_threads(),
+              bw / 1e9);
   std::printf("%6s %8s %12s %14s %14s %12s %8s\n", "batch", "context", "steps/s", "tokens/s",
               "MB read/step", "bound st/s", "of bound");
   std::mt19937 rng(7);
@@ -228,7 +239,8 @@ int main(int argc, char** argv) {
     std::vector<SequenceChunk> chunks;
     for (int s = 0; s < batch; ++s) {
       SequenceChunk c{runner.create_sequence(), {}, false};
-      for (int t = 0; t < context; ++t) c.tokens.push_back(static_cast<int32_t>(rng() % config.vocab_size));
+      for (int t = 0; t < context; ++t)
+        c.tokens.push_back(static_cast<int32_t>(rng() % config.vocab_size));
       chunks.push_back(c);
     }
     auto prefill = runner.step(chunks);
@@ -239,7 +251,8 @@ int main(int argc, char** argv) {
     double secs = 0;
     int64_t bytes = 0;
     for (int step = 0; step < n_steps; ++step) {
-      for (int s = 0; s < batch; ++s) chunks[s].tokens = {static_cast<int32_t>(rng() % config.vocab_size)};
+      for (int s = 0; s < batch; ++s)
+        chunks[s].tokens = {static_cast<int32_t>(rng() % config.vocab_size)};
       be.bytes = 0;
       const auto a = Clock::now();
       auto out = runner.step(chunks);

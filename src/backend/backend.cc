@@ -12,7 +12,8 @@ StatusOr<std::unique_ptr<Backend>> create_backend(const std::string& kind, int n
   if (kind == "cuda" || kind == "auto") {
 #ifdef MOESERVE_HAVE_CUDA
     if (cuda_device_count() > 0) return create_cuda_backend();
-    if (kind == "cuda") return absl::FailedPreconditionError("backend 'cuda': no CUDA device found");
+    if (kind == "cuda")
+      return absl::FailedPreconditionError("backend 'cuda': no CUDA device found");
 #else
     if (kind == "cuda") {
       return absl::FailedPreconditionError("backend 'cuda': this build has no CUDA support");

@@ -32,11 +32,11 @@ enum class TopkMethod : uint8_t {
 struct GateParams {
   ScoringFunc scoring = ScoringFunc::kSoftmax;
   TopkMethod method = TopkMethod::kGreedy;
-  int n_group = 1;        // experts are split into this many equal groups
-  int topk_group = 1;     // groups kept before the top-k
-  int top_k = 1;          // experts per token
-  bool norm_topk_prob = false;        // renormalise the k weights to sum to 1 (when top_k > 1)
-  float routed_scaling_factor = 1.0f; // applied after normalisation
+  int n_group = 1;                     // experts are split into this many equal groups
+  int topk_group = 1;                  // groups kept before the top-k
+  int top_k = 1;                       // experts per token
+  bool norm_topk_prob = false;         // renormalise the k weights to sum to 1 (when top_k > 1)
+  float routed_scaling_factor = 1.0f;  // applied after normalisation
 };
 
 // Per-step attention metadata, built once and shared by every layer. Token t

@@ -35,8 +35,8 @@ const char* dtype_name(DType t) {
 }
 
 std::optional<DType> dtype_from_name(std::string_view name) {
-  for (DType t : {DType::kF32, DType::kBF16, DType::kF16, DType::kFP8E4M3, DType::kI8,
-                  DType::kI32, DType::kI64, DType::kI4}) {
+  for (DType t : {DType::kF32, DType::kBF16, DType::kF16, DType::kFP8E4M3, DType::kI8, DType::kI32,
+                  DType::kI64, DType::kI4}) {
     if (name == dtype_name(t)) return t;
   }
   return std::nullopt;
@@ -99,7 +99,8 @@ uint8_t f32_to_fp8e4m3(float f) {
   if (std::isnan(f)) return sign | 0x7fu;
   float a = std::fmin(std::fabs(f), 448.0f);
   if (a < std::ldexp(1.0f, -6)) {
-    return sign | static_cast<uint8_t>(std::nearbyint(std::ldexp(a, 9)));  // may round to 8 = min normal
+    return sign |
+           static_cast<uint8_t>(std::nearbyint(std::ldexp(a, 9)));  // may round to 8 = min normal
   }
   int e;
   float m = std::frexp(a, &e);

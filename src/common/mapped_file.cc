@@ -1,12 +1,13 @@
 #include "common/mapped_file.h"
 
 #include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+
+#include <sys/mman.h>
+#include <sys/stat.h>
 
 namespace moeserve {
 

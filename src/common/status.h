@@ -8,10 +8,10 @@
 #define MS_CONCAT_(a, b) MS_CONCAT_INNER_(a, b)
 
 // Returns the status from the enclosing function if `expr` is not OK.
-#define RETURN_IF_ERROR(expr)                        \
-  do {                                               \
-    ::absl::Status ms_status_ = (expr);              \
-    if (!ms_status_.ok()) return ms_status_;         \
+#define RETURN_IF_ERROR(expr)                \
+  do {                                       \
+    ::absl::Status ms_status_ = (expr);      \
+    if (!ms_status_.ok()) return ms_status_; \
   } while (0)
 
 // `ASSIGN_OR_RETURN(auto x, f())` unwraps a StatusOr or returns its error.
@@ -23,10 +23,9 @@
   lhs = std::move(*tmp)
 
 // Internal invariants: abort with a message (never for user input).
-#define MS_CHECK(cond, ...)                                                 \
-  do {                                                                      \
-    if (!(cond)) ::moeserve::check_failed(#cond, __FILE__, __LINE__,        \
-                                          ::absl::StrCat(__VA_ARGS__));   \
+#define MS_CHECK(cond, ...)                                                                        \
+  do {                                                                                             \
+    if (!(cond)) ::moeserve::check_failed(#cond, __FILE__, __LINE__, ::absl::StrCat(__VA_ARGS__)); \
   } while (0)
 
 namespace moeserve {

@@ -41,8 +41,8 @@ Tensor::Tensor(std::shared_ptr<Buffer> buffer, DType dtype, std::vector<int64_t>
     stride_[i] = s;
     s *= shape[i];
   }
-  MS_CHECK(buffer_ == nullptr || byte_offset_ + n_bytes() <= buffer_->n_bytes(),
-           "tensor ", describe(), " overruns its buffer");
+  MS_CHECK(buffer_ == nullptr || byte_offset_ + n_bytes() <= buffer_->n_bytes(), "tensor ",
+           describe(), " overruns its buffer");
 }
 
 Tensor Tensor::empty_host(DType dtype, std::vector<int64_t> shape) {
@@ -109,8 +109,8 @@ Tensor Tensor::view_as(DType dtype, std::vector<int64_t> shape) const {
 
 void Tensor::set_group_scales(Tensor scales, int64_t group_size) {
   MS_CHECK(group_size > 0 && numel() % group_size == 0, "bad group size ", group_size);
-  MS_CHECK(scales.numel() == numel() / group_size, "scales ", scales.describe(),
-           " do not match ", describe(), " with group ", group_size);
+  MS_CHECK(scales.numel() == numel() / group_size, "scales ", scales.describe(), " do not match ",
+           describe(), " with group ", group_size);
   scales_ = std::make_shared<const Tensor>(std::move(scales));
   group_size_ = group_size;
 }

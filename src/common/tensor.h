@@ -73,12 +73,14 @@ class Tensor {
 
   void* raw() const { return static_cast<char*>(buffer_->data()) + byte_offset_; }
   template <typename T>
-  T* data() const { return static_cast<T*>(raw()); }
+  T* data() const {
+    return static_cast<T*>(raw());
+  }
 
   // Views sharing the buffer.
-  Tensor slice(int dim, int64_t begin, int64_t end) const;  // [begin, end) along `dim`
-  Tensor select(int dim, int64_t index) const;               // drops `dim`
-  Tensor reshape(std::vector<int64_t> shape) const;          // contiguous only
+  Tensor slice(int dim, int64_t begin, int64_t end) const;        // [begin, end) along `dim`
+  Tensor select(int dim, int64_t index) const;                    // drops `dim`
+  Tensor reshape(std::vector<int64_t> shape) const;               // contiguous only
   Tensor view_as(DType dtype, std::vector<int64_t> shape) const;  // reinterpret bytes
 
   // Packed INT4 only: the per-group scales, and how many elements share one.

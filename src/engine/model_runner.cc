@@ -60,9 +60,9 @@ StatusOr<std::vector<std::vector<float>>> ModelRunner::step(
       const auto block = allocator_.allocate();
       if (!block.has_value()) {
         roll_back();
-        return absl::ResourceExhaustedError(
-            absl::StrCat("KV cache full: ", cache_.n_blocks(), " blocks of ", block_size,
-                         " tokens are all in use"));
+        return absl::ResourceExhaustedError(absl::StrCat("KV cache full: ", cache_.n_blocks(),
+                                                         " blocks of ", block_size,
+                                                         " tokens are all in use"));
       }
       seq.blocks.push_back(*block);
       taken.push_back({c.seq_id, *block});
@@ -83,7 +83,8 @@ StatusOr<std::vector<std::vector<float>>> ModelRunner::step(
       batch.slot_mapping.push_back(seq.blocks[static_cast<size_t>(pos / block_size)] * block_size +
                                    static_cast<int32_t>(pos % block_size));
     }
-    std::vector<int32_t> table(static_cast<size_t>(batch.max_blocks), seq.blocks.empty() ? 0 : seq.blocks[0]);
+    std::vector<int32_t> table(static_cast<size_t>(batch.max_blocks),
+                               seq.blocks.empty() ? 0 : seq.blocks[0]);
     std::copy(seq.blocks.begin(), seq.blocks.end(), table.begin());
     batch.block_tables.insert(batch.block_tables.end(), table.begin(), table.end());
   }
@@ -96,7 +97,8 @@ StatusOr<std::vector<std::vector<float>>> ModelRunner::step(
   Tensor host = Tensor::empty_host(DType::kF32, logits->shape());
   be.copy(*logits, host);
   be.synchronize();
-  for (const SequenceChunk& c : chunks) seqs_[c.seq_id].n_cached += static_cast<int64_t>(c.tokens.size());
+  for (const SequenceChunk& c : chunks)
+    seqs_[c.seq_id].n_cached += static_cast<int64_t>(c.tokens.size());
   std::vector<std::vector<float>> rows(static_cast<size_t>(host.dim(0)));
   const int64_t vocab = host.dim(1);
   for (int64_t r = 0; r < host.dim(0); ++r) {

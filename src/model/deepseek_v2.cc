@@ -9,10 +9,10 @@ namespace moeserve {
 namespace {
 
 Tensor upload_i32(Backend& backend, const std::vector<int32_t>& v, std::vector<int64_t> shape) {
-  Tensor host(Buffer::borrowed(const_cast<int32_t*>(v.data()),
-                               static_cast<int64_t>(v.size() * sizeof(int32_t)), Device::kCpu,
-                               nullptr),
-              DType::kI32, std::move(shape));
+  Tensor host(
+      Buffer::borrowed(const_cast<int32_t*>(v.data()),
+                       static_cast<int64_t>(v.size() * sizeof(int32_t)), Device::kCpu, nullptr),
+      DType::kI32, std::move(shape));
   Tensor dev = backend.alloc(DType::kI32, host.shape());
   backend.copy(host, dev);
   return dev;
@@ -21,9 +21,9 @@ Tensor upload_i32(Backend& backend, const std::vector<int32_t>& v, std::vector<i
 }  // namespace
 
 struct DeepseekV2Model::Step {
-  int64_t n = 0;         // tokens in the step
-  AttentionBatch attn;   // shared by every layer
-  Tensor positions;      // [n] I32
+  int64_t n = 0;        // tokens in the step
+  AttentionBatch attn;  // shared by every layer
+  Tensor positions;     // [n] I32
 };
 
 StatusOr<std::unique_ptr<DeepseekV2Model>> DeepseekV2Model::load(const std::string& model_dir,
@@ -59,14 +59,12 @@ Status DeepseekV2Model::validate(const ForwardBatch& b, const KvCache& cache) co
   const int64_t n_slots = static_cast<int64_t>(cache.n_blocks()) * cache.block_size();
   for (size_t t = 0; t < n; ++t) {
     if (b.tokens[t] < 0 || b.tokens[t] >= config_.vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat("token id ", b.tokens[t],
-                                                     " is outside the vocabulary [0, ",
-                                                     config_.vocab_size, ")"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "token id ", b.tokens[t], " is outside the vocabulary [0, ", config_.vocab_size, ")"));
     }
     if (b.positions[t] < 0 || b.positions[t] >= max_positions()) {
-      return absl::OutOfRangeError(absl::StrCat("position ", b.positions[t],
-                                                " is beyond the model's maximum of ",
-                                                max_positions()));
+      return absl::OutOfRangeError(absl::StrCat(
+          "position ", b.positions[t], " is beyond the model's maximum of ", max_positions()));
     }
     if (b.token_seq[t] < 0 || b.token_seq[t] >= b.n_seqs || b.slot_mapping[t] < 0 ||
         b.slot_mapping[t] >= n_slots ||
@@ -141,7 +139,7 @@ void DeepseekV2Model::attention(Step& s, int layer, const Tensor& x, const Tenso
     be.linear(x, l.q_proj, q);
   }
   const Tensor q3 = q.reshape({n, n_heads, nope + rope});
-  const Tensor q_nope = q3.slice(2, 0, nope);      // [n, H, nope]
+  const Tensor q_nope = q3.slice(2, 0, nope);            // [n, H, nope]
   const Tensor q_rope = q3.slice(2, nope, nope + rope);  // [n, H, rope]
   be.rope(q_rope, s.positions, rope_table_);
 
@@ -157,8 +155,7 @@ void DeepseekV2Model::attention(Step& s, int layer, const Tensor& x, const Tenso
   Tensor q_latent = be.alloc(DType::kF32, {n, n_heads, latent});
   be.head_linear(q_nope, l.w_uk_t, q_latent);
   Tensor o_latent = be.alloc(DType::kF32, {n, n_heads, latent});
-  be.mla_attention(q_latent, q_rope, cache.layer(layer), s.attn, config_.softmax_scale(),
-                   o_latent);
+  be.mla_attention(q_latent, q_rope, cache.layer(layer), s.attn, config_.softmax_scale(), o_latent);
   Tensor o = be.alloc(DType::kF32, {n, n_heads, v});
   be.head_linear(o_latent, l.w_uv, o);
   be.linear(o.reshape({n, n_heads * v}), l.o_proj, out);

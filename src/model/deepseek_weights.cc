@@ -50,8 +50,8 @@ class Loader {
             "tensor '", name, "' is F8_E4M3 but config.json has no fp8 quantization_config"));
       }
       const int bn = config_.quantization->block_n, bk = config_.quantization->block_k;
-      ASSIGN_OR_RETURN(Tensor scale, ckpt_.get(name + "_scale_inv",
-                                               {ceil_div(rows, bn), ceil_div(cols, bk)}));
+      ASSIGN_OR_RETURN(Tensor scale,
+                       ckpt_.get(name + "_scale_inv", {ceil_div(rows, bn), ceil_div(cols, bk)}));
       return dequantize_fp8_block(t, scale, bn, bk, name);
     }
     RETURN_IF_ERROR(check_float(t, name));
@@ -107,8 +107,8 @@ Tensor stack(const std::vector<Tensor>& parts) {
 
 // kv_b_proj [H * (nope + v), kv_lora] → w_uk_t [H, kv_lora, nope] and w_uv [H, v, kv_lora].
 void split_kv_b(const ModelConfig& c, const Tensor& kv_b, Tensor* w_uk_t, Tensor* w_uv) {
-  const int64_t n_heads = c.num_attention_heads, nope = c.qk_nope_head_dim,
-                v = c.v_head_dim, r = c.kv_lora_rank;
+  const int64_t n_heads = c.num_attention_heads, nope = c.qk_nope_head_dim, v = c.v_head_dim,
+                r = c.kv_lora_rank;
   const std::vector<float> w = to_f32_vector(kv_b);
   Tensor uk = Tensor::empty_host(DType::kF32, {n_heads, r, nope});
   Tensor uv = Tensor::empty_host(DType::kF32, {n_heads, v, r});
@@ -190,9 +190,9 @@ StatusOr<DeepseekWeights> load_deepseek_weights(const ModelConfig& c, const Chec
     l.kv_a = upload(backend, kv_a);
     ASSIGN_OR_RETURN(Tensor kv_a_norm, ld.vector(a + "kv_a_layernorm.weight", c.kv_lora_rank));
     l.kv_a_norm = upload(backend, kv_a_norm);
-    ASSIGN_OR_RETURN(Tensor kv_b, ld.matrix(a + "kv_b_proj.weight",
-                                            n_heads * (c.qk_nope_head_dim + c.v_head_dim),
-                                            c.kv_lora_rank));
+    ASSIGN_OR_RETURN(Tensor kv_b,
+                     ld.matrix(a + "kv_b_proj.weight",
+                               n_heads * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank));
     Tensor w_uk_t, w_uv;
     split_kv_b(c, kv_b, &w_uk_t, &w_uv);
     l.w_uk_t = upload(backend, w_uk_t);
@@ -212,8 +212,8 @@ StatusOr<DeepseekWeights> load_deepseek_weights(const ModelConfig& c, const Chec
       std::vector<Tensor> gate_up, down;
       for (int64_t e = 0; e < n_experts; ++e) {
         const std::string x = absl::StrCat(m, "experts.", e, ".");
-        ASSIGN_OR_RETURN(Tensor gu, ld.stacked_rows(x + "gate_proj.weight", x + "up_proj.weight",
-                                                    f, d));
+        ASSIGN_OR_RETURN(Tensor gu,
+                         ld.stacked_rows(x + "gate_proj.weight", x + "up_proj.weight", f, d));
         gate_up.push_back(std::move(gu));
         ASSIGN_OR_RETURN(Tensor dn, ld.matrix(x + "down_proj.weight", d, f));
         down.push_back(std::move(dn));

@@ -16,21 +16,21 @@ namespace moeserve {
 class Checkpoint;
 
 struct DeepseekLayerWeights {
-  Tensor attn_norm;        // [hidden]
-  Tensor ffn_norm;         // [hidden]
+  Tensor attn_norm;  // [hidden]
+  Tensor ffn_norm;   // [hidden]
   // Queries: either the low-rank pair (q_a, q_a_norm, q_b) or q_proj.
-  Tensor q_a;              // [q_lora_rank, hidden]
-  Tensor q_a_norm;         // [q_lora_rank]
-  Tensor q_b;              // [n_heads * (nope + rope), q_lora_rank]
-  Tensor q_proj;           // [n_heads * (nope + rope), hidden]
-  Tensor kv_a;             // [kv_lora_rank + rope, hidden]
-  Tensor kv_a_norm;        // [kv_lora_rank]
-  Tensor w_uk_t;           // [n_heads, kv_lora_rank, nope]: absorbed into the queries
-  Tensor w_uv;             // [n_heads, v_head_dim, kv_lora_rank]: applied to attention output
-  Tensor o_proj;           // [hidden, n_heads * v_head_dim]
+  Tensor q_a;        // [q_lora_rank, hidden]
+  Tensor q_a_norm;   // [q_lora_rank]
+  Tensor q_b;        // [n_heads * (nope + rope), q_lora_rank]
+  Tensor q_proj;     // [n_heads * (nope + rope), hidden]
+  Tensor kv_a;       // [kv_lora_rank + rope, hidden]
+  Tensor kv_a_norm;  // [kv_lora_rank]
+  Tensor w_uk_t;     // [n_heads, kv_lora_rank, nope]: absorbed into the queries
+  Tensor w_uv;       // [n_heads, v_head_dim, kv_lora_rank]: applied to attention output
+  Tensor o_proj;     // [hidden, n_heads * v_head_dim]
   // Dense SwiGLU MLP (layers before first_k_dense_replace, or off moe_layer_freq).
-  Tensor mlp_gate_up;      // [2 * intermediate, hidden]
-  Tensor mlp_down;         // [hidden, intermediate]
+  Tensor mlp_gate_up;  // [2 * intermediate, hidden]
+  Tensor mlp_down;     // [hidden, intermediate]
   // MoE.
   Tensor router;           // [n_routed_experts, hidden] F32
   Tensor router_bias;      // [n_routed_experts] F32, undefined unless noaux_tc
@@ -41,7 +41,7 @@ struct DeepseekLayerWeights {
 };
 
 struct DeepseekWeights {
-  Tensor embed;       // [vocab, hidden]
+  Tensor embed;  // [vocab, hidden]
   std::vector<DeepseekLayerWeights> layers;
   Tensor final_norm;  // [hidden]
   Tensor lm_head;     // [vocab, hidden] (the embedding when tied)

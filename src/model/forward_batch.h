@@ -14,8 +14,8 @@ struct ForwardBatch {
   std::vector<int32_t> slot_mapping;  // [n_tokens] cache slot written by the token
   std::vector<int32_t> block_tables;  // [n_seqs * max_blocks] block ids, row-major
   int32_t n_seqs = 0;
-  int32_t max_blocks = 0;             // columns of block_tables
-  std::vector<int32_t> logits_rows;   // [n_logits] tokens whose logits are returned
+  int32_t max_blocks = 0;            // columns of block_tables
+  std::vector<int32_t> logits_rows;  // [n_logits] tokens whose logits are returned
 
   int64_t n_tokens() const { return static_cast<int64_t>(tokens.size()); }
 };

@@ -15,7 +15,9 @@ class KvCache {
   int n_blocks() const { return n_blocks_; }
   int block_size() const { return block_size_; }
   int row_width() const { return row_width_; }
-  const Tensor& layer(int i) const { return layers_[static_cast<size_t>(i)]; }  // [n_blocks, block_size, row_width]
+  const Tensor& layer(int i) const {
+    return layers_[static_cast<size_t>(i)];
+  }  // [n_blocks, block_size, row_width]
   int64_t n_bytes() const;
 
  private:

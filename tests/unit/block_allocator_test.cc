@@ -1,12 +1,12 @@
 // BlockAllocator: exhaustion, reuse, and double/foreign releases abort.
 #include "engine/block_allocator.h"
 
-#include <gtest/gtest.h>
-
 #include <algorithm>
 #include <random>
 #include <set>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 namespace moeserve {
 namespace {

@@ -73,8 +73,8 @@ TEST(CheckpointTest, IndexDecidesWhichTensorsAreVisible) {
 
 TEST(CheckpointTest, OpensModelSafetensorsWithoutIndex) {
   TempDir dir;
-  write_file(dir.file("model.safetensors"),
-             safetensors_bytes({{"x", "F32", {1}, f32_bytes({1})}, {"y", "F32", {1}, f32_bytes({2})}}));
+  write_file(dir.file("model.safetensors"), safetensors_bytes({{"x", "F32", {1}, f32_bytes({1})},
+                                                               {"y", "F32", {1}, f32_bytes({2})}}));
   // Other safetensors files (goldens, consolidated copies) are not weights.
   write_file(dir.file("other.safetensors"), safetensors_bytes({{"z", "F32", {1}, f32_bytes({3})}}));
   StatusOr<Checkpoint> ckpt = Checkpoint::open(dir.path().string());
@@ -88,9 +88,9 @@ TEST(CheckpointTest, OpensModelSafetensorsWithoutIndex) {
 TEST(CheckpointTest, RefusesDirectoryWithoutWeights) {
   TempDir dir;
   write_file(dir.file("a.safetensors"), safetensors_bytes({{"x", "F32", {1}, f32_bytes({1})}}));
-  EXPECT_THAT(open_error(dir), AllOf(HasSubstr(dir.path().string()),
-                                     HasSubstr("model.safetensors.index.json"),
-                                     HasSubstr("model.safetensors is there")));
+  EXPECT_THAT(open_error(dir),
+              AllOf(HasSubstr(dir.path().string()), HasSubstr("model.safetensors.index.json"),
+                    HasSubstr("model.safetensors is there")));
 }
 
 TEST(CheckpointTest, RefusesMissingDirectory) {

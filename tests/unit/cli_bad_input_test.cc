@@ -1,9 +1,6 @@
 // `moeserve generate` on broken model directories: every case must fail with
 // a message naming the file, tensor or field, a non-zero exit, and no crash
 // (the sanitizer build runs this too).
-#include <gtest/gtest.h>
-#include <sys/wait.h>
-
 #include <array>
 #include <cstdio>
 #include <filesystem>
@@ -11,9 +8,10 @@
 #include <sstream>
 #include <string>
 
-#include <nlohmann/json.hpp>
-
 #include "safetensors_writer.h"
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <sys/wait.h>
 
 namespace moeserve {
 namespace {
@@ -59,7 +57,8 @@ class BrokenModel : public ::testing::Test {
  protected:
   void SetUp() override {
     for (const auto& e : fs::directory_iterator(kTiny)) {
-      if (e.path().filename() != "golden.safetensors") fs::copy(e.path(), dir_.path() / e.path().filename());
+      if (e.path().filename() != "golden.safetensors")
+        fs::copy(e.path(), dir_.path() / e.path().filename());
     }
   }
   fs::path weights() const { return dir_.path() / "model.safetensors"; }

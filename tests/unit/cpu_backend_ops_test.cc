@@ -10,10 +10,6 @@
 //
 // Outputs are written into views of larger tensors that are first filled with
 // NaN: every element of the view must be written, and nothing outside it.
-#include "backend/cpu/cpu_backend.h"
-
-#include <gtest/gtest.h>
-
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -23,14 +19,16 @@
 #include <string>
 #include <vector>
 
+#include "backend/cpu/cpu_backend.h"
 #include "common/dtype.h"
+#include <gtest/gtest.h>
 
 namespace moeserve {
 namespace {
 
-constexpr double kRelTol = 1e-5;          // relative to the magnitude of the reference sum
-constexpr double kAbsFloor = 1e-30;       // only guards magnitudes that are exactly zero
-constexpr int kThreads = 3;               // an odd count exercises uneven chunking
+constexpr double kRelTol = 1e-5;     // relative to the magnitude of the reference sum
+constexpr double kAbsFloor = 1e-30;  // only guards magnitudes that are exactly zero
+constexpr int kThreads = 3;          // an odd count exercises uneven chunking
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
 uint64_t fresh_seed() {
@@ -45,7 +43,8 @@ class CpuBackendOpsTest : public ::testing::Test {
     rng_.seed(seed_);
   }
   void TearDown() override {
-    if (HasFailure()) std::printf("CpuBackendOpsTest seed: %llu\n", static_cast<unsigned long long>(seed_));
+    if (HasFailure())
+      std::printf("CpuBackendOpsTest seed: %llu\n", static_cast<unsigned long long>(seed_));
   }
 
   float uniform(float lo, float hi) { return std::uniform_real_distribution<float>(lo, hi)(rng_); }
@@ -72,7 +71,8 @@ class CpuBackendOpsTest : public ::testing::Test {
 
   // A view of the last `cols` columns-at-`off` of a wider tensor [..., cols + pad].
   // With pad == 0 the view is the whole (contiguous) tensor.
-  Tensor random_view(DType dtype, std::vector<int64_t> shape, int64_t pad, int64_t* off_out = nullptr) {
+  Tensor random_view(DType dtype, std::vector<int64_t> shape, int64_t pad,
+                     int64_t* off_out = nullptr) {
     const int64_t cols = shape.back();
     shape.back() = cols + pad;
     Tensor full = random(dtype, shape);
@@ -430,8 +430,8 @@ TEST_F(CpuBackendOpsTest, KvCacheWriteScatter) {
   for (int64_t block_size : {1, 3, 64}) {
     for (int64_t width : {1, 40}) {
       for (int64_t pad : {0, 7}) {
-        SCOPED_TRACE(::testing::Message() << "block " << block_size << " width " << width
-                                          << " pad " << pad);
+        SCOPED_TRACE(::testing::Message()
+                     << "block " << block_size << " width " << width << " pad " << pad);
         const int64_t n_blocks = 5, n_slots = n_blocks * block_size;
         Tensor cache = random(DType::kF32, {n_blocks, block_size, width});
         const std::vector<float> before = to_f32_vector(cache);
@@ -460,9 +460,9 @@ TEST_F(CpuBackendOpsTest, MlaAttentionVsNaivePagedAttention) {
   for (int64_t block_size : {1, 3, 64}) {
     for (Dims dm : {Dims{1, 16, 8}, Dims{4, 32, 8}, Dims{3, 24, 16}}) {
       for (float scale : {0.1f, 1.0f}) {
-        SCOPED_TRACE(::testing::Message() << "block " << block_size << " H " << dm.heads
-                                          << " latent " << dm.latent << " rope " << dm.rope
-                                          << " scale " << scale);
+        SCOPED_TRACE(::testing::Message()
+                     << "block " << block_size << " H " << dm.heads << " latent " << dm.latent
+                     << " rope " << dm.rope << " scale " << scale);
         const int64_t width = dm.latent + dm.rope;
         // Sequences of random lengths; their blocks drawn from a shuffled pool.
         const int n_seqs = static_cast<int>(randint(1, 4));
@@ -572,7 +572,7 @@ TEST_F(CpuBackendOpsTest, MlaAttentionVsNaivePagedAttention) {
 
 struct GateRef {
   std::vector<std::pair<int32_t, double>> picked;  // (expert, weight), sorted by expert
-  bool near_tie = false;                          // a decision was within float noise
+  bool near_tie = false;                           // a decision was within float noise
 };
 
 // Sort-based reference: score, add the bias for choosing, rank groups, keep the
@@ -591,7 +591,8 @@ GateRef ref_gate(const std::vector<double>& logits, const std::vector<double>* b
     for (int64_t e = 0; e < E; ++e) score[e] = 1.0 / (1.0 + std::exp(-logits[e]));
   }
   std::vector<double> choice = score;
-  if (bias) for (int64_t e = 0; e < E; ++e) choice[e] += (*bias)[e];
+  if (bias)
+    for (int64_t e = 0; e < E; ++e) choice[e] += (*bias)[e];
   GateRef r;
   std::vector<int32_t> candidates;
   const bool grouped = p.n_group > 1 && p.method != TopkMethod::kGreedy;
@@ -604,12 +605,12 @@ GateRef ref_gate(const std::vector<double>& logits, const std::vector<double>* b
       gs.push_back({p.method == TopkMethod::kNoauxTc ? v[0] + v[1] : v[0], g});
     }
     std::sort(gs.begin(), gs.end(), [](auto& a, auto& b) { return a.first > b.first; });
-    if (p.topk_group < p.n_group &&
-        gs[p.topk_group - 1].first - gs[p.topk_group].first < kTieGap) {
+    if (p.topk_group < p.n_group && gs[p.topk_group - 1].first - gs[p.topk_group].first < kTieGap) {
       r.near_tie = true;
     }
     for (int gi = 0; gi < p.topk_group; ++gi)
-      for (int64_t e = 0; e < per; ++e) candidates.push_back(static_cast<int32_t>(gs[gi].second * per + e));
+      for (int64_t e = 0; e < per; ++e)
+        candidates.push_back(static_cast<int32_t>(gs[gi].second * per + e));
   } else {
     candidates.resize(static_cast<size_t>(E));
     std::iota(candidates.begin(), candidates.end(), 0);
@@ -637,11 +638,12 @@ TEST_F(CpuBackendOpsTest, MoeGateAllMethods) {
   struct Shape {
     int E, n_group, topk_group, top_k;
   };
-  const std::vector<Shape> shapes{{8, 1, 1, 1}, {16, 1, 1, 2}, {16, 4, 2, 3},
+  const std::vector<Shape> shapes{{8, 1, 1, 1},  {16, 1, 1, 2}, {16, 4, 2, 3},
                                   {64, 8, 3, 6}, {32, 8, 4, 8}, {12, 3, 1, 4}};
   int n_checked = 0, n_ties = 0;
   for (ScoringFunc scoring : {ScoringFunc::kSoftmax, ScoringFunc::kSigmoid}) {
-    for (TopkMethod method : {TopkMethod::kGreedy, TopkMethod::kGroupLimitedGreedy, TopkMethod::kNoauxTc}) {
+    for (TopkMethod method :
+         {TopkMethod::kGreedy, TopkMethod::kGroupLimitedGreedy, TopkMethod::kNoauxTc}) {
       for (const Shape& sh : shapes) {
         for (bool with_bias : {false, true}) {
           for (bool norm : {false, true}) {
@@ -685,8 +687,8 @@ TEST_F(CpuBackendOpsTest, MoeGateAllMethods) {
                 }
                 std::vector<std::pair<int32_t, double>> got;
                 for (int j = 0; j < sh.top_k; ++j)
-                  got.push_back({ids.data<int32_t>()[t * sh.top_k + j],
-                                 w.data<float>()[t * sh.top_k + j]});
+                  got.push_back(
+                      {ids.data<int32_t>()[t * sh.top_k + j], w.data<float>()[t * sh.top_k + j]});
                 std::sort(got.begin(), got.end());
                 for (int j = 0; j < sh.top_k; ++j) {
                   ASSERT_EQ(got[j].first, r.picked[j].first) << "token " << t << " slot " << j;

@@ -3,8 +3,6 @@
 // value, ties to the even code" found by searching a table of every code.
 #include "common/dtype.h"
 
-#include <gtest/gtest.h>
-
 #include <algorithm>
 #include <bit>
 #include <cmath>
@@ -12,6 +10,8 @@
 #include <limits>
 #include <random>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 namespace moeserve {
 namespace {
@@ -119,7 +119,7 @@ TEST(Fp8Test, KnownValues) {
   EXPECT_EQ(f32_to_fp8e4m3(1.0f), 0x38);
   EXPECT_EQ(fp8e4m3_to_f32(0x38), 1.0f);
   EXPECT_EQ(f32_to_fp8e4m3(-1.0f), 0xB8);
-  EXPECT_EQ(f32_to_fp8e4m3(std::ldexp(1.0f, -6)), 0x08);  // smallest normal
+  EXPECT_EQ(f32_to_fp8e4m3(std::ldexp(1.0f, -6)), 0x08);         // smallest normal
   EXPECT_EQ(fp8e4m3_to_f32(0x07), 7.0f * std::ldexp(1.0f, -9));  // largest subnormal
   EXPECT_EQ(f32_to_fp8e4m3(0.0f), 0x00);
   EXPECT_EQ(f32_to_fp8e4m3(-0.0f), 0x80);
@@ -303,10 +303,10 @@ TEST(DTypeTest, BitsBytesAndNames) {
     int bits;
     const char* name;
   };
-  for (const Case& c : {Case{DType::kF32, 32, "F32"}, Case{DType::kBF16, 16, "BF16"},
-                        Case{DType::kF16, 16, "F16"}, Case{DType::kFP8E4M3, 8, "F8_E4M3"},
-                        Case{DType::kI8, 8, "I8"}, Case{DType::kI32, 32, "I32"},
-                        Case{DType::kI64, 64, "I64"}, Case{DType::kI4, 4, "I4"}}) {
+  for (const Case& c :
+       {Case{DType::kF32, 32, "F32"}, Case{DType::kBF16, 16, "BF16"}, Case{DType::kF16, 16, "F16"},
+        Case{DType::kFP8E4M3, 8, "F8_E4M3"}, Case{DType::kI8, 8, "I8"},
+        Case{DType::kI32, 32, "I32"}, Case{DType::kI64, 64, "I64"}, Case{DType::kI4, 4, "I4"}}) {
     SCOPED_TRACE(c.name);
     EXPECT_EQ(dtype_bits(c.t), c.bits);
     EXPECT_STREQ(dtype_name(c.t), c.name);

@@ -3,8 +3,6 @@
 // retry gives the same logits as a fresh run; releases return every block.
 #include "engine/model_runner.h"
 
-#include <gtest/gtest.h>
-
 #include <cmath>
 #include <memory>
 #include <random>
@@ -13,6 +11,7 @@
 
 #include "backend/cpu/cpu_backend.h"
 #include "model/deepseek_v2.h"
+#include <gtest/gtest.h>
 
 namespace moeserve {
 namespace {
@@ -35,7 +34,8 @@ class ModelRunnerTest : public ::testing::Test {
     vocab_ = model_->config().vocab_size;
   }
   void TearDown() override {
-    if (HasFailure()) std::printf("ModelRunnerTest seed: %llu\n", static_cast<unsigned long long>(seed_));
+    if (HasFailure())
+      std::printf("ModelRunnerTest seed: %llu\n", static_cast<unsigned long long>(seed_));
   }
 
   std::vector<int32_t> random_tokens(int n) {
@@ -185,8 +185,10 @@ TEST_F(ModelRunnerTest, ReleaseReturnsAllBlocks) {
   ModelRunner runner(*model_, n_blocks, block_size);
   std::vector<int> ids;
   for (int i = 0; i < 3; ++i) ids.push_back(runner.create_sequence());
-  ASSERT_TRUE(runner.step({{ids[0], random_tokens(7), false}, {ids[1], random_tokens(1), false},
-                           {ids[2], random_tokens(9), false}})
+  ASSERT_TRUE(runner
+                  .step({{ids[0], random_tokens(7), false},
+                         {ids[1], random_tokens(1), false},
+                         {ids[2], random_tokens(9), false}})
                   .ok());
   // ceil(7/3) + ceil(1/3) + ceil(9/3) = 3 + 1 + 3
   EXPECT_EQ(runner.n_free_blocks(), n_blocks - 7);
@@ -209,8 +211,9 @@ TEST_F(ModelRunnerTest, BatchedDecodeMatchesPrefill) {
   ModelRunner runner(*model_, 64, 1);
   const int a = runner.create_sequence(), b = runner.create_sequence();
   const std::vector<int32_t> ta = random_tokens(9), tb = random_tokens(6);
-  ASSERT_TRUE(runner.step({{a, {ta.begin(), ta.begin() + 4}, false},
-                           {b, {tb.begin(), tb.begin() + 2}, false}})
+  ASSERT_TRUE(runner
+                  .step({{a, {ta.begin(), ta.begin() + 4}, false},
+                         {b, {tb.begin(), tb.begin() + 2}, false}})
                   .ok());
   std::vector<std::vector<float>> last_a, last_b;
   for (int i = 0; i < 4; ++i) {

@@ -3,8 +3,6 @@
 // checked against values computed here from the raw bytes.
 #include "common/tensor.h"
 
-#include <gtest/gtest.h>
-
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -12,6 +10,7 @@
 #include <vector>
 
 #include "common/dtype.h"
+#include <gtest/gtest.h>
 
 namespace moeserve {
 namespace {
@@ -188,8 +187,8 @@ TEST(TensorTest, FloatDtypesOnStridedViews) {
   SEED_TRACE(seed);
   std::mt19937_64 rng(seed);
   std::uniform_real_distribution<float> u(-300.0f, 300.0f);
-  for (DType dt : {DType::kBF16, DType::kF16, DType::kFP8E4M3, DType::kI8, DType::kI32,
-                   DType::kI64}) {
+  for (DType dt :
+       {DType::kBF16, DType::kF16, DType::kFP8E4M3, DType::kI8, DType::kI32, DType::kI64}) {
     SCOPED_TRACE(dtype_name(dt));
     const int64_t n_rows = 7, n_cols = 11;
     Tensor t = Tensor::empty_host(dt, {n_rows, n_cols});

@@ -3,8 +3,6 @@
 // back-to-back jobs.
 #include "common/thread_pool.h"
 
-#include <gtest/gtest.h>
-
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -15,6 +13,8 @@
 #include <utility>
 #include <vector>
 
+#include <gtest/gtest.h>
+
 namespace moeserve {
 namespace {
 
@@ -22,8 +22,8 @@ namespace {
 // non-empty, at most one chunk per thread, and each at least min_chunk long
 // unless there is only one chunk (n < min_chunk).
 void check_cover(ThreadPool& pool, int64_t n, int64_t min_chunk) {
-  SCOPED_TRACE(::testing::Message() << "threads " << pool.n_threads() << " n " << n
-                                    << " min_chunk " << min_chunk);
+  SCOPED_TRACE(::testing::Message()
+               << "threads " << pool.n_threads() << " n " << n << " min_chunk " << min_chunk);
   std::vector<std::atomic<int>> hits(static_cast<size_t>(std::max<int64_t>(n, 1)));
   for (auto& h : hits) h = 0;
   std::mutex mu;
@@ -46,7 +46,8 @@ void check_cover(ThreadPool& pool, int64_t n, int64_t min_chunk) {
     EXPECT_TRUE(chunks.empty());
     return;
   }
-  for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[static_cast<size_t>(i)].load(), 1) << "index " << i;
+  for (int64_t i = 0; i < n; ++i)
+    ASSERT_EQ(hits[static_cast<size_t>(i)].load(), 1) << "index " << i;
   std::sort(chunks.begin(), chunks.end());
   ASSERT_FALSE(chunks.empty());
   EXPECT_EQ(chunks.front().first, 0);

@@ -116,8 +116,8 @@ void CpuBackend::linear(const Tensor& x, const Tensor& w, const Tensor& out) {
   check_host(out, "linear out");
   check_dtype(x, DType::kF32, "linear x");
   const int64_t n = x.dim(0), k = x.dim(1), m = w.dim(0);
-  MS_CHECK(w.dim(1) == k && out.dim(0) == n && out.dim(1) == m, "linear shapes ", x.describe(),
-           " ", w.describe(), " ", out.describe());
+  MS_CHECK(w.dim(1) == k && out.dim(0) == n && out.dim(1) == m, "linear shapes ", x.describe(), " ",
+           w.describe(), " ", out.describe());
   cpu::gemm_xwt(x.data<float>(), x.stride(0), w.raw(), w.dtype(), w.stride(0), out.data<float>(),
                 out.stride(0), n, m, k, pool_);
 }
@@ -178,8 +178,8 @@ void CpuBackend::kv_cache_write(const Tensor& kv, const Tensor& slot_mapping, co
   check_dtype(cache, DType::kF32, "kv cache");
   const int64_t n = kv.dim(0), width = kv.dim(1);
   const int64_t block_size = cache.dim(1), n_slots = cache.dim(0) * block_size;
-  MS_CHECK(cache.dim(2) == width && cache.is_contiguous(), "kv_cache_write shapes ",
-           kv.describe(), " ", cache.describe());
+  MS_CHECK(cache.dim(2) == width && cache.is_contiguous(), "kv_cache_write shapes ", kv.describe(),
+           " ", cache.describe());
   const int32_t* slots = slot_mapping.data<int32_t>();
   for (int64_t t = 0; t < n; ++t) {
     MS_CHECK(slots[t] >= 0 && slots[t] < n_slots, "cache slot ", slots[t], " out of range");
@@ -211,8 +211,8 @@ void CpuBackend::mla_attention(const Tensor& q_latent, const Tensor& q_rope, con
       const float* qr = q_rope.data<float>() + t * q_rope.stride(0) + h * q_rope.stride(1);
       const int32_t* table = tables + seq[t] * max_blocks;
       auto cache_row = [&](int64_t p) {
-        return kv + (static_cast<int64_t>(table[p / block_size]) * block_size + p % block_size) *
-                        width;
+        return kv +
+               (static_cast<int64_t>(table[p / block_size]) * block_size + p % block_size) * width;
       };
       scores.resize(static_cast<size_t>(n_ctx));
       float max_score = -std::numeric_limits<float>::infinity();
@@ -336,7 +336,8 @@ void CpuBackend::moe_ffn(const Tensor& x, const Tensor& topk_ids, const Tensor& 
     cpu::gemm_xwt(xs.data(), d, wgu.raw(), wgu.dtype(), wgu.stride(0), gu.data(), 2 * f, m, 2 * f,
                   d, pool_);
     for (int64_t i = 0; i < m; ++i) {
-      for (int64_t j = 0; j < f; ++j) act[i * f + j] = silu(gu[i * 2 * f + j]) * gu[i * 2 * f + f + j];
+      for (int64_t j = 0; j < f; ++j)
+        act[i * f + j] = silu(gu[i * 2 * f + j]) * gu[i * 2 * f + f + j];
     }
     cpu::gemm_xwt(act.data(), f, wd.raw(), wd.dtype(), wd.stride(0), y.data(), d, m, d, f, pool_);
     for (int64_t i = 0; i < m; ++i) {

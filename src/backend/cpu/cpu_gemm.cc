@@ -46,8 +46,8 @@ __attribute__((target("avx2,fma"))) inline float hsum256(__m256 v) {
 
 __attribute__((target("avx2,fma"))) inline __m256 load8(const void* w, DType t, int64_t i) {
   if (t == DType::kBF16) {
-    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(
-        static_cast<const uint16_t*>(w) + i));
+    const __m128i h =
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(w) + i));
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
   }
   return _mm256_loadu_ps(static_cast<const float*>(w) + i);
@@ -101,15 +101,15 @@ bool have_avx2() {
 
 }  // namespace
 
-void gemm_xwt(const float* x, int64_t x_ld, const void* w, DType w_dtype, int64_t w_ld,
-              float* out, int64_t out_ld, int64_t n, int64_t m, int64_t k, ThreadPool& pool) {
+void gemm_xwt(const float* x, int64_t x_ld, const void* w, DType w_dtype, int64_t w_ld, float* out,
+              int64_t out_ld, int64_t n, int64_t m, int64_t k, ThreadPool& pool) {
   MS_CHECK(w_dtype == DType::kF32 || w_dtype == DType::kBF16, "gemm weight dtype ",
            dtype_name(w_dtype));
   if (n == 0 || m == 0) return;
   if (n >= kBlasMinRows) {
     if (w_dtype == DType::kF32) {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n),
-                  static_cast<int>(m), static_cast<int>(k), 1.0f, x, static_cast<int>(x_ld),
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(m),
+                  static_cast<int>(k), 1.0f, x, static_cast<int>(x_ld),
                   static_cast<const float*>(w), static_cast<int>(w_ld), 0.0f, out,
                   static_cast<int>(out_ld));
       return;
@@ -139,8 +139,8 @@ void gemm_xwt(const float* x, int64_t x_ld, const void* w, DType w_dtype, int64_
         for (int64_t r0 = 0; r0 < n; r0 += kMaxStreamRows) {
           const int64_t rows = std::min(kMaxStreamRows, n - r0);
           if (avx2) {
-            avx2_kernel(rows)(x + r0 * x_ld, x_ld, w, w_dtype, w_ld, out + r0 * out_ld, out_ld,
-                              j0, j1, k);
+            avx2_kernel(rows)(x + r0 * x_ld, x_ld, w, w_dtype, w_ld, out + r0 * out_ld, out_ld, j0,
+                              j1, k);
           } else {
             stream_rows_scalar(x + r0 * x_ld, x_ld, w, w_dtype, w_ld, out + r0 * out_ld, out_ld,
                                rows, j0, j1, k);
