@@ -1,7 +1,5 @@
 // One step over several sequences (prefill chunks and decodes mixed) must give
 // the same logits as running each sequence alone.
-#include <gtest/gtest.h>
-
 #include <cmath>
 #include <random>
 #include <string>
@@ -9,6 +7,7 @@
 
 #include "backend/cpu/cpu_backend.h"
 #include "engine/model_runner.h"
+#include <gtest/gtest.h>
 
 namespace moeserve {
 namespace {
@@ -99,7 +98,8 @@ TEST_P(BatchedTest, MixedStepsEqualSingleSequenceRuns) {
 }
 
 INSTANTIATE_TEST_SUITE_P(TinyCheckpoints, BatchedTest,
-                         ::testing::Values("v3_tiny", "v2_lite_tiny", "v2_tiny", "v3_fp8_tiny"));
+                         ::testing::Values("v3_tiny", "v2_lite_tiny", "v2_tiny", "v3_fp8_tiny",
+                                           "v2_yarn_mscale_tiny", "v3_bf16_tiny"));
 
 }  // namespace
 }  // namespace moeserve

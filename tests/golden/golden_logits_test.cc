@@ -1,7 +1,5 @@
 // The CPU engine against the independent PyTorch reference (tests/reference/):
 // prefill and decode logits of every tiny checkpoint, and greedy continuations.
-#include <gtest/gtest.h>
-
 #include <algorithm>
 #include <cmath>
 #include <string>
@@ -11,6 +9,7 @@
 #include "engine/model_runner.h"
 #include "engine/sampler.h"
 #include "model/safetensors.h"
+#include <gtest/gtest.h>
 
 namespace moeserve {
 namespace {
@@ -34,7 +33,8 @@ std::vector<std::vector<float>> rows_of(const Tensor& t) {
   const std::vector<float> v = to_f32_vector(t);
   const int64_t n = t.dim(0), width = t.dim(1);
   std::vector<std::vector<float>> rows;
-  for (int64_t r = 0; r < n; ++r) rows.emplace_back(v.begin() + r * width, v.begin() + (r + 1) * width);
+  for (int64_t r = 0; r < n; ++r)
+    rows.emplace_back(v.begin() + r * width, v.begin() + (r + 1) * width);
   return rows;
 }
 
@@ -100,13 +100,15 @@ TEST_P(GoldenTest, PrefillAndDecodeMatchReference) {
   std::printf("%s block_size=%d: max relative logit error %.3g\n", name.c_str(), block_size, worst);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    TinyCheckpoints, GoldenTest,
-    ::testing::Combine(::testing::Values("v3_tiny", "v2_lite_tiny", "v2_tiny", "v3_fp8_tiny"),
-                       ::testing::Values(4, 64)),
-    [](const auto& info) {
-      return std::get<0>(info.param) + "_block" + std::to_string(std::get<1>(info.param));
-    });
+INSTANTIATE_TEST_SUITE_P(TinyCheckpoints, GoldenTest,
+                         ::testing::Combine(::testing::Values("v3_tiny", "v2_lite_tiny", "v2_tiny",
+                                                              "v3_fp8_tiny", "v2_yarn_mscale_tiny",
+                                                              "v3_bf16_tiny"),
+                                            ::testing::Values(4, 64)),
+                         [](const auto& info) {
+                           return std::get<0>(info.param) + "_block" +
+                                  std::to_string(std::get<1>(info.param));
+                         });
 
 }  // namespace
 }  // namespace moeserve

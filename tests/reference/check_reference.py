@@ -8,7 +8,8 @@
      the same argmax everywhere (the margins are meant to make that hold for any F32 engine).
   4. golden.safetensors is consistent: decode_ids[0] = argmax(prefill_logits[P-1]),
      decode_ids[i+1] = argmax(decode_logits[i]).
-  5. FP8 tensors contain no NaN codes and each has a matching _scale_inv.
+  5. FP8 tensors contain no NaN codes and each has a matching _scale_inv; BF16 tensors contain
+     no NaN/inf and survive a decode -> encode round trip bit-exactly.
 
     /usr/bin/python3 tests/reference/check_reference.py [names...]
 """
@@ -129,6 +130,11 @@ def check(name):
             c = st.entry_raw_numpy(e)
             if np.any((c & 0x7F) == 0x7F) or k + "_scale_inv" not in entries:
                 print("  FAIL fp8 tensor", k); ok = False
+        elif e[0] == "BF16":
+            raw = st.entry_raw_numpy(e)
+            v = st.bf16_decode(raw)
+            if not np.all(np.isfinite(v)) or not np.array_equal(st.bf16_encode(v), raw):
+                print("  FAIL bf16 tensor", k); ok = False
     return ok
 
 

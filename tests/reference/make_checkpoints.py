@@ -1,12 +1,14 @@
 """Writes tiny random DeepSeek-V2/V3 checkpoints (Hugging Face layout) to tests/data/tiny/<name>/.
 
 Deterministic: every tensor is drawn from numpy's PCG64 generator seeded with the
-checkpoint's SEED below, in a fixed order, rounded to float32 (or quantized to
-FP8 e4m3fn with 128x128 block scales), and serialized by safetensors_io (sorted
-names, compact header).  Running this twice gives byte-identical files.
+checkpoint's SEED below, in a fixed order, rounded to float32 (then to BF16 where
+init weight_dtype is "BF16", or quantized to FP8 e4m3fn with 128x128 block scales),
+and serialized by safetensors_io (sorted names, compact header).  Running this twice
+gives byte-identical files.
 
     /usr/bin/python3 tests/reference/make_checkpoints.py            # all checkpoints
     /usr/bin/python3 tests/reference/make_checkpoints.py v3_tiny    # just one
+    /usr/bin/python3 tests/reference/make_checkpoints.py --out /tmp/tiny   # elsewhere
 
 The seeds were chosen (by make_goldens.py --find-seed) so that every routing
 decision and every greedy argmax has a safe margin; see README.md.
@@ -63,11 +65,16 @@ V3_YARN = {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16
            "beta_fast": 32, "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 1.0}
 V2_YARN = {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16,
            "beta_fast": 32, "beta_slow": 1, "mscale": 0.707, "mscale_all_dim": 0.707}
+# mscale != mscale_all_dim: cos/sin are scaled by yarn_mscale(8, 1.0) / yarn_mscale(8, 0.707)
+# (= 1.2079 / 1.1470 = 1.0531), and original_max_position_embeddings 8 < the 23-token golden run.
+V2_YARN_MSCALE = {"type": "yarn", "factor": 8.0, "original_max_position_embeddings": 8,
+                  "beta_fast": 32, "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 0.707}
 
 # name -> dict(seed, config, init options, layout)
 # init options: gate_mult (router weight std * sqrt(hidden)), bias_std (e_score_correction_bias),
 # expert_down_mult (extra factor on routed experts' down_proj), head_mult (lm_head),
 # embed_std (embedding std, default 1).
+# weight_dtype: "F32" (default) or "BF16" (every tensor rounded float64 -> float32 -> bf16, RNE).
 CHECKPOINTS = {
     "v3_tiny": dict(
         seed=1001,
@@ -120,6 +127,30 @@ CHECKPOINTS = {
                                  "weight_block_size": [128, 128]}),
         init=dict(gate_mult=1.0, bias_std=0.1, expert_down_mult=1.0, head_mult=2.0),
         fp8=True, shards=1),
+    "v2_yarn_mscale_tiny": dict(
+        seed=5001,
+        config=_common(
+            "DeepseekV2ForCausalLM",
+            vocab_size=320, hidden_size=64, num_hidden_layers=3, first_k_dense_replace=1, moe_layer_freq=1,
+            num_attention_heads=4, q_lora_rank=None, kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=8,
+            v_head_dim=16, intermediate_size=96, moe_intermediate_size=32, n_routed_experts=8,
+            n_shared_experts=1, num_experts_per_tok=2, n_group=1, topk_group=1, topk_method="greedy",
+            scoring_func="softmax", norm_topk_prob=False, routed_scaling_factor=1.0,
+            rope_scaling=V2_YARN_MSCALE, tie_word_embeddings=False),
+        init=dict(gate_mult=1.5, bias_std=0.0, expert_down_mult=1.0, head_mult=2.0),
+        fp8=False, shards=1),
+    "v3_bf16_tiny": dict(
+        seed=1001,
+        config=_common(
+            "DeepseekV3ForCausalLM",
+            vocab_size=512, hidden_size=64, num_hidden_layers=3, first_k_dense_replace=1, moe_layer_freq=1,
+            num_attention_heads=4, q_lora_rank=32, kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=8,
+            v_head_dim=16, intermediate_size=96, moe_intermediate_size=32, n_routed_experts=8,
+            n_shared_experts=1, num_experts_per_tok=2, n_group=4, topk_group=2, topk_method="noaux_tc",
+            scoring_func="sigmoid", norm_topk_prob=True, routed_scaling_factor=2.5, rope_scaling=V3_YARN,
+            tie_word_embeddings=False, torch_dtype="bfloat16"),
+        init=dict(gate_mult=1.0, bias_std=0.1, expert_down_mult=1.0, head_mult=2.0, weight_dtype="BF16"),
+        fp8=False, shards=1),
 }
 
 
@@ -234,6 +265,8 @@ def build(name, seed=None):
             codes, scale = quantize_fp8_blockwise(w)
             entries[tname] = st.entry_from_numpy(codes, "F8_E4M3")
             entries[tname + "_scale_inv"] = st.entry_from_numpy(scale)
+        elif init.get("weight_dtype", "F32") == "BF16":
+            entries[tname] = st.entry_from_numpy(w.astype(np.float32), "BF16")
         else:
             entries[tname] = st.entry_from_numpy(w.astype(np.float32))
     return cfg, entries
@@ -289,11 +322,18 @@ def write(name, out_root=OUT_ROOT):
 
 
 def main(argv):
-    names = argv or list(CHECKPOINTS)
-    for name in names:
-        d = write(name)
+    import argparse
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("names", nargs="*", help="checkpoints (default: all in CHECKPOINTS)")
+    ap.add_argument("--out", metavar="DIR", default=OUT_ROOT,
+                    help="output root; checkpoints go to DIR/<name>/ (default: tests/data/tiny)")
+    args = ap.parse_args(argv)
+    for name in args.names or list(CHECKPOINTS):
+        if name not in CHECKPOINTS:
+            sys.exit("unknown checkpoint %r (known: %s)" % (name, ", ".join(CHECKPOINTS)))
+        d = write(name, args.out)
         size = sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d))
-        print("%-14s seed %-6d -> %s (%d bytes incl. any golden)" % (name, CHECKPOINTS[name]["seed"], d, size))
+        print("%-20s seed %-6d -> %s (%d bytes incl. any golden)" % (name, CHECKPOINTS[name]["seed"], d, size))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ and writes tests/data/tiny/<name>/golden.safetensors.  See README.md for the exa
 
     /usr/bin/python3 tests/reference/make_goldens.py                 # all checkpoints
     /usr/bin/python3 tests/reference/make_goldens.py v2_tiny         # one
+    /usr/bin/python3 tests/reference/make_goldens.py --out /tmp/tiny # checkpoints under /tmp/tiny
     /usr/bin/python3 tests/reference/make_goldens.py --find-seed v2_tiny [--start 3001]
         # in memory: first seed >= start whose checkpoint passes all margin checks
 
@@ -137,8 +138,8 @@ def _fmt(stats):
     return ", ".join("%s=%s" % (k, ("%.4g" % v) if isinstance(v, float) else v) for k, v in stats.items())
 
 
-def write_golden(name):
-    d = os.path.join(mc.OUT_ROOT, name)
+def write_golden(name, out_root=mc.OUT_ROOT):
+    d = os.path.join(out_root, name)
     model = DeepseekRef.from_pretrained(d)
     tensors, stats = run_golden(model)
     meta = {
@@ -156,8 +157,8 @@ def write_golden(name):
     }
     st.write_safetensors(os.path.join(d, "golden.safetensors"),
                          {k: st.entry_from_numpy(v) for k, v in tensors.items()}, metadata=meta)
-    print("%-14s decode_ids=%s" % (name, tensors["decode_ids"].tolist()))
-    print("%-14s %s" % ("", _fmt(stats)))
+    print("%-20s decode_ids=%s" % (name, tensors["decode_ids"].tolist()))
+    print("%-20s %s" % ("", _fmt(stats)))
     return stats
 
 
@@ -178,6 +179,9 @@ def find_seed(name, start, tries):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("names", nargs="*", help="checkpoints (default: all in make_checkpoints.CHECKPOINTS)")
+    ap.add_argument("--out", metavar="DIR", default=mc.OUT_ROOT,
+                    help="root holding the checkpoints (written by make_checkpoints.py --out DIR); "
+                         "goldens go to DIR/<name>/golden.safetensors (default: tests/data/tiny)")
     ap.add_argument("--find-seed", metavar="NAME")
     ap.add_argument("--start", type=int, default=None)
     ap.add_argument("--tries", type=int, default=50)
@@ -192,7 +196,7 @@ def main():
     failed = []
     for name in args.names or list(mc.CHECKPOINTS):
         try:
-            write_golden(name)
+            write_golden(name, args.out)
         except MarginError as e:
             print("%s: MARGIN CHECK FAILED: %s" % (name, e), file=sys.stderr)
             failed.append(name)
