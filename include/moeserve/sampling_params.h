@@ -20,8 +20,8 @@ inline constexpr float kGreedyTemperature = 1e-5f;
 // OpenAI's limits.
 inline constexpr int kMaxTopLogprobs = 20;
 inline constexpr int kMaxStopStrings = 4;
-inline constexpr size_t kMaxStopStringBytes = 1024;  // ours: OpenAI states none
-inline constexpr float kMaxLogitBias = 100.0f;       // |bias| ≤ 100
+inline constexpr size_t kMaxStopStringBytes = 1024;          // ours: OpenAI states none
+inline constexpr float kMaxLogitBias = 100.0f;               // |bias| ≤ 100
 inline constexpr float kMaxPresenceFrequencyPenalty = 2.0f;  // |penalty| ≤ 2
 
 struct SamplingParams {
@@ -29,9 +29,9 @@ struct SamplingParams {
   // ≥ 0 and finite; ≤ kGreedyTemperature is greedy. The default is greedy, as the CLI's; the
   // HTTP layer applies OpenAI's default of 1 when a request leaves it out.
   float temperature = 0.0f;
-  int top_k = 0;         // keep the k most likely tokens; 0 or -1 (vLLM's old spelling): all
-  float top_p = 1.0f;    // (0, 1]: keep the smallest most-likely set whose mass reaches top_p
-  float min_p = 0.0f;    // [0, 1]: keep tokens with p ≥ min_p · p_max; 0: all
+  int top_k = 0;       // keep the k most likely tokens; 0 or -1 (vLLM's old spelling): all
+  float top_p = 1.0f;  // (0, 1]: keep the smallest most-likely set whose mass reaches top_p
+  float min_p = 0.0f;  // [0, 1]: keep tokens with p ≥ min_p · p_max; 0: all
   // Same seed, same tokens. Absent: a fresh random seed per request. Sequence i of n is seeded
   // with seed + i (as vLLM's parallel sampling), so the n sequences differ yet reproduce.
   std::optional<uint64_t> seed;
@@ -47,8 +47,8 @@ struct SamplingParams {
   float repetition_penalty = 1.0f;
 
   // ---- stopping ----
-  int max_tokens = 16;  // ≥ 1 (vLLM's default of 16)
-  int min_tokens = 0;   // [0, max_tokens]: EOS and stop_token_ids are masked until reached
+  int max_tokens = 16;      // ≥ 1 (vLLM's default of 16)
+  int min_tokens = 0;       // [0, max_tokens]: EOS and stop_token_ids are masked until reached
   bool ignore_eos = false;  // EOS is an ordinary token: it neither stops nor is masked
   std::vector<std::string> stop;        // at most 4 non-empty strings of ≤ 1024 bytes
   std::vector<int32_t> stop_token_ids;  // ids in the vocabulary; stop like EOS (even if ignore_eos)

@@ -1,4 +1,6 @@
-// Host-side token sampling from one row of logits.
+// Host-side token sampling from one row of logits: temperature, top_k, top_p, min_p, then a
+// seeded draw. Logits shaping (bias, penalties, min_tokens) happens before, in
+// engine/logits_processor.h.
 #pragma once
 
 #include <cstdint>
@@ -8,17 +10,51 @@
 #include <vector>
 
 #include "moeserve/sampling_params.h"
+#include "moeserve/status.h"
 
 namespace moeserve {
 
+struct TokenLogprob {
+  int32_t token = 0;
+  float logprob = 0.0f;
+};
+
+struct SampledToken {
+  int32_t token = 0;
+  // log_softmax(raw logits)[token]: the model's own distribution, before bias, penalties,
+  // temperature and filtering. This is vLLM's default (logprobs_mode "raw_logprobs"); OpenAI
+  // instead reports the distribution it sampled from. Always filled (it costs one pass).
+  float logprob = 0.0f;
+  // With params.logprobs: the params.top_logprobs most likely tokens of the same raw
+  // distribution, most likely first, ties by lower id. Empty otherwise.
+  std::vector<TokenLogprob> top_logprobs;
+};
+
+// One per sequence: it owns the sequence's random stream.
 class Sampler {
  public:
-  explicit Sampler(const SamplingParams& options);
-  int32_t sample(std::span<const float> logits);
+  // sequence_index: which of the request's n sequences this is; it offsets the seed.
+  explicit Sampler(const SamplingParams& params, int sequence_index = 0);
+
+  // raw_logits: the model's row [vocab]; processed_logits: the same row after
+  // LogitsProcessor::apply [vocab]. InvalidArgument (this request only) if the sizes differ or
+  // are zero, if a raw logit is not finite, if a processed logit is NaN or +inf, or if every
+  // processed logit is −inf (everything masked).
+  StatusOr<SampledToken> sample(std::span<const float> raw_logits,
+                                std::span<const float> processed_logits);
+  // No logits processing: the raw row is sampled.
+  StatusOr<SampledToken> sample(std::span<const float> logits) { return sample(logits, logits); }
+
+  uint64_t seed() const { return seed_; }  // the effective seed (drawn when params had none)
 
  private:
-  SamplingParams options_;
-  std::mt19937_64 rng_;
+  float temperature_;
+  int top_k_;
+  float top_p_;
+  float min_p_;
+  int n_top_logprobs_;  // 0 unless params.logprobs
+  uint64_t seed_;
+  std::mt19937_64 rng_;  // exactly specified by the standard: the same stream everywhere
 };
 
 // Index of the largest logit (lowest index on ties).

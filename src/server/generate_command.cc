@@ -59,6 +59,7 @@ Status parse_number(const std::string& flag, const std::string& text, T* out) {
 
 StatusOr<GenerateArgs> parse_args(int argc, char** argv) {
   GenerateArgs a;
+  a.sampling.seed = 0;  // reproducible by default
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
     if (flag == "--json") {
@@ -84,7 +85,9 @@ StatusOr<GenerateArgs> parse_args(int argc, char** argv) {
     } else if (flag == "--top-p") {
       RETURN_IF_ERROR(parse_number(flag, v, &a.sampling.top_p));
     } else if (flag == "--seed") {
-      RETURN_IF_ERROR(parse_number(flag, v, &a.sampling.seed));
+      uint64_t seed;
+      RETURN_IF_ERROR(parse_number(flag, v, &seed));
+      a.sampling.seed = seed;
     } else if (flag == "--top-logprobs") {
       RETURN_IF_ERROR(parse_number(flag, v, &a.top_logprobs));
     } else if (flag == "--backend") {
@@ -142,10 +145,11 @@ Status generate(const GenerateArgs& a) {
   for (int i = 0; i < a.max_tokens; ++i) {
     ASSIGN_OR_RETURN(auto logits, runner.step({SequenceChunk{seq, feed, false}}));
     const std::vector<float>& row = logits.back();
-    const int32_t next = sampler.sample(row);
+    ASSIGN_OR_RETURN(const SampledToken sampled, sampler.sample(row));
+    const int32_t next = sampled.token;
     generated.push_back(next);
     if (a.json) {
-      nlohmann::json step = {{"token", next}, {"logprob", logprob_of(row, next)}};
+      nlohmann::json step = {{"token", next}, {"logprob", sampled.logprob}};
       if (a.top_logprobs > 0) {
         nlohmann::json top = nlohmann::json::array();
         for (auto [id, lp] : top_logprobs(row, a.top_logprobs)) {
