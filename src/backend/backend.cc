@@ -1,6 +1,7 @@
 #include "backend/backend.h"
 
 #include "backend/cpu/cpu_backend.h"
+#include "common/logging.h"
 #ifdef MOESERVE_HAVE_CUDA
 #include "backend/cuda/cuda_backend.h"
 #endif
@@ -11,9 +12,14 @@ StatusOr<std::unique_ptr<Backend>> create_backend(const std::string& kind, int n
   if (kind == "cpu") return std::unique_ptr<Backend>(new CpuBackend(n_threads));
   if (kind == "cuda" || kind == "auto") {
 #ifdef MOESERVE_HAVE_CUDA
-    if (cuda_device_count() > 0) return create_cuda_backend();
-    if (kind == "cuda")
+    if (cuda_device_count() > 0) {
+      auto cuda = create_cuda_backend();
+      if (cuda.ok() || kind == "cuda") return cuda;
+      MS_LOG_WARN("backend auto: CUDA unavailable ({}); using the CPU backend",
+                  std::string(cuda.status().message()));
+    } else if (kind == "cuda") {
       return absl::FailedPreconditionError("backend 'cuda': no CUDA device found");
+    }
 #else
     if (kind == "cuda") {
       return absl::FailedPreconditionError("backend 'cuda': this build has no CUDA support");

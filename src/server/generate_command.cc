@@ -1,24 +1,27 @@
 // `moeserve generate`: one prompt through a model directory, on any backend.
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "common/logging.h"
 #include "engine/model_runner.h"
 #include "engine/sampler.h"
+#include "tokenizer/tokenizer.h"
+#include <nlohmann/json.hpp>
 
 namespace moeserve {
 namespace {
 
 constexpr const char* kUsage =
-    "usage: moeserve generate --model DIR --prompt-ids ID,ID,... [options]\n"
+    "usage: moeserve generate --model DIR (--prompt TEXT | --prompt-ids ID,ID,...) [options]\n"
     "\n"
     "  --model DIR          Hugging Face model directory (config.json + *.safetensors)\n"
+    "  --prompt TEXT        prompt text, encoded with DIR/tokenizer.json\n"
     "  --prompt-ids LIST    prompt as comma-separated token ids\n"
     "  --max-tokens N       tokens to generate (default 16)\n"
     "  --temperature T      0 (default) is greedy\n"
@@ -26,6 +29,7 @@ constexpr const char* kUsage =
     "  --top-p P            nucleus sampling mass (default 1)\n"
     "  --seed S             sampling seed (default 0)\n"
     "  --top-logprobs K     with --json: the K most likely tokens per step (default 0)\n"
+    "  --ignore-eos         keep generating after the end-of-sequence token\n"
     "  --json               print ids and per-step log-probabilities as JSON\n"
     "  --backend NAME       cpu, cuda or auto (default auto)\n"
     "  --threads N          CPU threads (default: all)\n"
@@ -35,6 +39,8 @@ constexpr const char* kUsage =
 struct GenerateArgs {
   std::string model;
   std::vector<int32_t> prompt_ids;
+  std::optional<std::string> prompt_text;
+  bool ignore_eos = false;
   int max_tokens = 16;
   SamplingParams sampling;
   int top_logprobs = 0;
@@ -62,14 +68,16 @@ StatusOr<GenerateArgs> parse_args(int argc, char** argv) {
   a.sampling.seed = 0;  // reproducible by default
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
-    if (flag == "--json") {
-      a.json = true;
+    if (flag == "--json" || flag == "--ignore-eos") {
+      (flag == "--json" ? a.json : a.ignore_eos) = true;
       continue;
     }
     if (i + 1 >= argc) return absl::InvalidArgumentError(absl::StrCat(flag, " needs a value"));
     const std::string v = argv[++i];
     if (flag == "--model") {
       a.model = v;
+    } else if (flag == "--prompt") {
+      a.prompt_text = v;
     } else if (flag == "--prompt-ids") {
       for (absl::string_view part : absl::StrSplit(v, ',', absl::SkipWhitespace())) {
         int32_t id;
@@ -103,7 +111,9 @@ StatusOr<GenerateArgs> parse_args(int argc, char** argv) {
     }
   }
   if (a.model.empty()) return absl::InvalidArgumentError("--model is required");
-  if (a.prompt_ids.empty()) return absl::InvalidArgumentError("--prompt-ids is required");
+  if (a.prompt_ids.empty() == !a.prompt_text.has_value()) {
+    return absl::InvalidArgumentError("give exactly one of --prompt and --prompt-ids");
+  }
   if (a.max_tokens < 0) return absl::InvalidArgumentError("--max-tokens must be >= 0");
   if (a.sampling.temperature < 0) return absl::InvalidArgumentError("--temperature must be >= 0");
   if (a.sampling.top_k < 0) return absl::InvalidArgumentError("--top-k must be >= 0");
@@ -119,6 +129,20 @@ StatusOr<GenerateArgs> parse_args(int argc, char** argv) {
   return a;
 }
 
+// The model directory's tokenizer, or nullptr when it has no tokenizer.json.
+StatusOr<std::unique_ptr<Tokenizer>> load_tokenizer(const std::string& dir, int vocab_size) {
+  if (!std::filesystem::exists(std::filesystem::path(dir) / "tokenizer.json")) {
+    return std::unique_ptr<Tokenizer>();
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, Tokenizer::load(dir));
+  if (tokenizer->vocab_size() > vocab_size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(dir, "/tokenizer.json has ", tokenizer->vocab_size(),
+                     " tokens but config.json vocab_size is ", vocab_size));
+  }
+  return tokenizer;
+}
+
 Status generate(const GenerateArgs& a) {
   ASSIGN_OR_RETURN(auto backend, create_backend(a.backend, a.threads));
   const auto t0 = std::chrono::steady_clock::now();
@@ -127,11 +151,25 @@ Status generate(const GenerateArgs& a) {
   MS_LOG_INFO("loaded {} on {} in {:.2f} s: {}", a.model, backend->name(),
               std::chrono::duration<double>(t1 - t0).count(), model->config().summary());
 
-  const int64_t n_total = static_cast<int64_t>(a.prompt_ids.size()) + a.max_tokens;
+  ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer,
+                   load_tokenizer(a.model, model->config().vocab_size));
+  std::vector<int32_t> prompt_ids = a.prompt_ids;
+  if (a.prompt_text.has_value()) {
+    if (tokenizer == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--prompt needs ", a.model, "/tokenizer.json; use --prompt-ids for this model"));
+    }
+    prompt_ids = tokenizer->encode(*a.prompt_text);
+    if (prompt_ids.empty()) return absl::InvalidArgumentError("--prompt encodes to no tokens");
+  }
+  int32_t eos = model->config().eos_token_id.value_or(tokenizer ? tokenizer->eos_id() : -1);
+  if (a.ignore_eos) eos = -1;
+
+  const int64_t n_total = static_cast<int64_t>(prompt_ids.size()) + a.max_tokens;
   if (n_total > model->max_positions()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "prompt (", a.prompt_ids.size(), " tokens) + --max-tokens (", a.max_tokens,
-        ") exceeds the model's context of ", model->max_positions(), " tokens"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("prompt (", prompt_ids.size(), " tokens) + --max-tokens (", a.max_tokens,
+                     ") exceeds the model's context of ", model->max_positions(), " tokens"));
   }
   const int n_blocks = static_cast<int>((n_total + a.block_size - 1) / a.block_size) + 1;
   ModelRunner runner(*model, n_blocks, a.block_size);
@@ -140,7 +178,7 @@ Status generate(const GenerateArgs& a) {
 
   nlohmann::json steps = nlohmann::json::array();
   std::vector<int32_t> generated;
-  std::vector<int32_t> feed = a.prompt_ids;
+  std::vector<int32_t> feed = prompt_ids;
   const auto t2 = std::chrono::steady_clock::now();
   for (int i = 0; i < a.max_tokens; ++i) {
     ASSIGN_OR_RETURN(auto logits, runner.step({SequenceChunk{seq, feed, false}}));
@@ -159,15 +197,24 @@ Status generate(const GenerateArgs& a) {
       }
       steps.push_back(step);
     }
+    if (next == eos) break;
     feed = {next};
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t2).count();
   MS_LOG_INFO("generated {} tokens in {:.3f} s ({:.1f} tokens/s)", generated.size(), secs,
               secs > 0 ? static_cast<double>(generated.size()) / secs : 0.0);
+  DecodeOptions decode_options;
+  decode_options.skip_special_tokens = true;
+  // The text ends before the end-of-sequence token, as in OpenAI's API.
+  std::vector<int32_t> text_ids = generated;
+  if (!text_ids.empty() && text_ids.back() == eos) text_ids.pop_back();
   if (a.json) {
-    const nlohmann::json out = {
-        {"prompt_ids", a.prompt_ids}, {"generated_ids", generated}, {"steps", steps}};
+    nlohmann::json out = {
+        {"prompt_ids", prompt_ids}, {"generated_ids", generated}, {"steps", steps}};
+    if (tokenizer != nullptr) out["text"] = tokenizer->decode(text_ids, decode_options);
     std::printf("%s\n", out.dump().c_str());
+  } else if (tokenizer != nullptr) {
+    std::printf("%s\n", tokenizer->decode(text_ids, decode_options).c_str());
   } else {
     std::string line;
     for (size_t i = 0; i < generated.size(); ++i) {
@@ -189,8 +236,8 @@ int run_generate(int argc, char** argv) {
   }
   auto args = parse_args(argc, argv);
   if (!args.ok()) {
-    std::fprintf(stderr, "moeserve generate: %s\n\n%s", std::string(args.status().message()).c_str(),
-                 kUsage);
+    std::fprintf(stderr, "moeserve generate: %s\n\n%s",
+                 std::string(args.status().message()).c_str(), kUsage);
     return 2;
   }
   init_logging(args->log_level);

@@ -1,0 +1,317 @@
+#include "backend/cuda/cuda_backend.h"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <utility>
+
+#include "kernels/elementwise.cuh"
+
+// Aborts with the failing call, file, line and CUDA's message. For internal
+// errors only; conditions a caller can cause are returned as a Status.
+#define MS_CUDA_CHECK(expr)                                                                        \
+  do {                                                                                             \
+    const cudaError_t ms_cuda_err_ = (expr);                                                       \
+    if (ms_cuda_err_ != cudaSuccess) {                                                             \
+      ::moeserve::check_failed(#expr, __FILE__, __LINE__,                                          \
+                               ::absl::StrCat("CUDA error ", cudaGetErrorName(ms_cuda_err_), ": ", \
+                                              cudaGetErrorString(ms_cuda_err_)));                  \
+    }                                                                                              \
+  } while (0)
+
+namespace moeserve {
+
+// Owns one non-blocking stream on one device.
+class CudaStream {
+ public:
+  CudaStream(int device, cudaStream_t stream) : device_(device), stream_(stream) {}
+  ~CudaStream() {
+    // At process exit the runtime may already be unloading; nothing to free then.
+    if (cudaSetDevice(device_) == cudaSuccess) (void)cudaStreamDestroy(stream_);
+  }
+  CudaStream(const CudaStream&) = delete;
+  CudaStream& operator=(const CudaStream&) = delete;
+
+  cudaStream_t get() const { return stream_; }
+  int device() const { return device_; }
+
+ private:
+  int device_;
+  cudaStream_t stream_;
+};
+
+namespace {
+
+Status cuda_status(cudaError_t err, const char* what) {
+  if (err == cudaSuccess) return absl::OkStatus();
+  (void)cudaGetLastError();  // reset the last-error state so later calls start clean
+  return absl::FailedPreconditionError(
+      absl::StrCat(what, ": ", cudaGetErrorName(err), ": ", cudaGetErrorString(err)));
+}
+
+kernels::ElemType elem_type(DType t) {
+  switch (t) {
+    case DType::kF32: return kernels::ElemType::kF32;
+    case DType::kBF16: return kernels::ElemType::kBF16;
+    case DType::kF16: return kernels::ElemType::kF16;
+    default: break;
+  }
+  MS_CHECK(false, "no kernel element type for ", std::string(dtype_name(t)));
+  return kernels::ElemType::kF32;
+}
+
+// A tensor seen as rows: the innermost dim is contiguous and the outer dims
+// collapse into one row index with a single stride.
+struct Rows {
+  int64_t n_rows = 0;      // product of the outer dims
+  int64_t width = 0;       // innermost dim
+  int64_t row_stride = 0;  // elements between consecutive rows
+};
+
+Rows rows_of(const Tensor& t, const char* op, const char* arg) {
+  MS_CHECK(t.defined() && t.ndim() >= 1, "CudaBackend::", op, ": ", arg,
+           " is undefined or a scalar");
+  MS_CHECK(t.device() == Device::kCuda, "CudaBackend::", op, ": ", arg, " ", t.describe(),
+           " is not on CUDA");
+  const int nd = t.ndim();
+  MS_CHECK(t.dim(-1) <= 1 || t.stride(-1) == 1, "CudaBackend::", op, ": ", arg, " ", t.describe(),
+           " has a strided innermost dim");
+  Rows r;
+  r.width = t.dim(-1);
+  r.n_rows = 1;
+  for (int i = 0; i + 1 < nd; ++i) r.n_rows *= t.dim(i);
+  r.row_stride = nd >= 2 ? t.stride(nd - 2) : r.width;
+  for (int i = 0; i + 2 < nd; ++i) {
+    MS_CHECK(t.dim(i) <= 1 || t.stride(i) == t.stride(i + 1) * t.dim(i + 1), "CudaBackend::", op,
+             ": ", arg, " ", t.describe(), " has outer dims that do not collapse into rows");
+  }
+  return r;
+}
+
+void check_same_shape(const Tensor& a, const Tensor& b, const char* op) {
+  MS_CHECK(a.shape() == b.shape(), "CudaBackend::", op, ": shapes differ: ", a.describe(), " vs ",
+           b.describe());
+}
+
+void check_dtype(const Tensor& t, DType want, const char* op, const char* arg) {
+  MS_CHECK(t.dtype() == want, "CudaBackend::", op, ": ", arg, " is ", t.describe(), ", expected ",
+           std::string(dtype_name(want)));
+}
+
+[[noreturn]] void not_implemented(const char* op) {
+  MS_CHECK(false, "CudaBackend::", op, " is not implemented yet (issue: CUDA backend)");
+  std::abort();  // unreachable: MS_CHECK(false) aborts
+}
+
+}  // namespace
+
+int cuda_device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return n;
+}
+
+StatusOr<std::unique_ptr<Backend>> create_cuda_backend() {
+  return absl::FailedPreconditionError(
+      "the CUDA backend does not implement MLA/MoE ops yet; use --backend cpu");
+}
+
+StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::create(int device) {
+  const int n_devices = cuda_device_count();
+  if (device < 0 || device >= n_devices) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("CUDA device ", device, " not found (", n_devices, " visible)"));
+  }
+  RETURN_IF_ERROR(cuda_status(cudaSetDevice(device), "cudaSetDevice"));
+  cudaStream_t stream = nullptr;
+  RETURN_IF_ERROR(cuda_status(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking),
+                              "cudaStreamCreateWithFlags"));
+  return std::unique_ptr<CudaBackend>(
+      new CudaBackend(device, std::make_shared<CudaStream>(device, stream)));
+}
+
+CudaBackend::CudaBackend(int device, std::shared_ptr<CudaStream> stream)
+    : device_(device), stream_(std::move(stream)) {}
+
+CudaBackend::~CudaBackend() {
+  // Let queued work finish before buffers (and finally the stream) go away.
+  if (cudaSetDevice(device_) == cudaSuccess) (void)cudaStreamSynchronize(stream_->get());
+}
+
+// ---- memory -------------------------------------------------------------------------
+
+Tensor CudaBackend::alloc(DType dtype, std::vector<int64_t> shape) {
+  int64_t numel = 1;
+  for (int64_t d : shape) numel *= d;
+  const int64_t n_bytes = dtype_bytes(dtype, numel);
+  MS_CUDA_CHECK(cudaSetDevice(device_));
+  void* ptr = nullptr;
+  // One byte for empty tensors keeps data() non-null and unique.
+  MS_CUDA_CHECK(
+      cudaMallocAsync(&ptr, static_cast<size_t>(std::max<int64_t>(n_bytes, 1)), stream_->get()));
+  auto buffer = std::make_shared<Buffer>(ptr, n_bytes, Device::kCuda, [stream = stream_](void* p) {
+    const cudaError_t err = cudaFreeAsync(p, stream->get());
+    // At process exit the runtime may be gone; the memory goes with it.
+    if (err != cudaErrorCudartUnloading) MS_CUDA_CHECK(err);
+  });
+  return Tensor(std::move(buffer), dtype, std::move(shape));
+}
+
+void CudaBackend::copy(const Tensor& src, const Tensor& dst) {
+  MS_CHECK(src.dtype() == dst.dtype() && src.shape() == dst.shape(),
+           "CudaBackend::copy: ", src.describe(), " to ", dst.describe());
+  MS_CHECK(src.is_contiguous() && dst.is_contiguous(),
+           "CudaBackend::copy: both tensors must be contiguous");
+  const auto n_bytes = static_cast<size_t>(src.n_bytes());
+  if (n_bytes == 0) return;
+  const bool from_host = src.device() == Device::kCpu;
+  const bool to_host = dst.device() == Device::kCpu;
+  if (from_host && to_host) {
+    std::memcpy(dst.raw(), src.raw(), n_bytes);
+    return;
+  }
+  MS_CUDA_CHECK(cudaSetDevice(device_));
+  const cudaMemcpyKind kind = from_host ? cudaMemcpyHostToDevice
+                              : to_host ? cudaMemcpyDeviceToHost
+                                        : cudaMemcpyDeviceToDevice;
+  // From pageable host memory the call returns once the source has been staged,
+  // so the host buffer may be reused at once; D2H must wait for the data.
+  MS_CUDA_CHECK(cudaMemcpyAsync(dst.raw(), src.raw(), n_bytes, kind, stream_->get()));
+  if (to_host) MS_CUDA_CHECK(cudaStreamSynchronize(stream_->get()));
+}
+
+void CudaBackend::synchronize() {
+  MS_CUDA_CHECK(cudaSetDevice(device_));
+  MS_CUDA_CHECK(cudaStreamSynchronize(stream_->get()));
+}
+
+// ---- ops with kernels ---------------------------------------------------------------
+
+void CudaBackend::gather_rows(const Tensor& src, const Tensor& indices, const Tensor& out) {
+  const Rows s = rows_of(src, "gather_rows", "src");
+  const Rows o = rows_of(out, "gather_rows", "out");
+  MS_CHECK(src.ndim() == 2 && out.ndim() == 2 && indices.ndim() == 1,
+           "CudaBackend::gather_rows: src ", src.describe(), ", indices ", indices.describe(),
+           ", out ", out.describe());
+  check_dtype(indices, DType::kI32, "gather_rows", "indices");
+  check_dtype(out, DType::kF32, "gather_rows", "out");
+  MS_CHECK(indices.device() == Device::kCuda && indices.is_contiguous(),
+           "CudaBackend::gather_rows: indices must be contiguous on CUDA");
+  MS_CHECK(o.n_rows == indices.dim(0) && o.width == s.width, "CudaBackend::gather_rows: src ",
+           src.describe(), ", indices ", indices.describe(), ", out ", out.describe());
+  kernels::GatherRowsParams p{};
+  p.src = src.raw();
+  p.src_type = elem_type(src.dtype());
+  p.src_row_stride = s.row_stride;
+  p.n_src_rows = s.n_rows;
+  p.indices = indices.data<int32_t>();
+  p.out = out.data<float>();
+  p.out_row_stride = o.row_stride;
+  p.n_rows = o.n_rows;
+  p.d = o.width;
+  MS_CUDA_CHECK(cudaSetDevice(device_));
+  MS_CUDA_CHECK(kernels::launch_gather_rows(p, stream_->get()));
+}
+
+void CudaBackend::rms_norm(const Tensor& x, const Tensor& weight, float eps, const Tensor& out) {
+  const Rows xr = rows_of(x, "rms_norm", "x");
+  const Rows orows = rows_of(out, "rms_norm", "out");
+  check_same_shape(x, out, "rms_norm");
+  check_dtype(x, DType::kF32, "rms_norm", "x");
+  check_dtype(out, DType::kF32, "rms_norm", "out");
+  MS_CHECK(weight.dtype() == DType::kF32 || weight.dtype() == DType::kBF16,
+           "CudaBackend::rms_norm: weight ", weight.describe(), " must be F32 or BF16");
+  MS_CHECK(weight.device() == Device::kCuda && weight.ndim() == 1 && weight.is_contiguous() &&
+               weight.dim(0) == xr.width,
+           "CudaBackend::rms_norm: weight ", weight.describe(), " for x ", x.describe());
+  MS_CHECK(xr.width <= (int64_t{1} << 30), "CudaBackend::rms_norm: row width ", xr.width,
+           " too large");
+  kernels::RmsNormParams p{};
+  p.x = x.data<float>();
+  p.x_row_stride = xr.row_stride;
+  p.weight = weight.raw();
+  p.weight_type = elem_type(weight.dtype());
+  p.out = out.data<float>();
+  p.out_row_stride = orows.row_stride;
+  p.n_rows = xr.n_rows;
+  p.d = static_cast<int>(xr.width);
+  p.eps = eps;
+  MS_CUDA_CHECK(cudaSetDevice(device_));
+  MS_CUDA_CHECK(kernels::launch_rms_norm(p, stream_->get()));
+}
+
+void CudaBackend::add(const Tensor& a, const Tensor& b, const Tensor& out) {
+  const Rows ar = rows_of(a, "add", "a");
+  const Rows br = rows_of(b, "add", "b");
+  const Rows orows = rows_of(out, "add", "out");
+  check_same_shape(a, out, "add");
+  check_same_shape(b, out, "add");
+  check_dtype(a, DType::kF32, "add", "a");
+  check_dtype(b, DType::kF32, "add", "b");
+  check_dtype(out, DType::kF32, "add", "out");
+  kernels::AddParams p{};
+  p.a = a.data<float>();
+  p.a_row_stride = ar.row_stride;
+  p.b = b.data<float>();
+  p.b_row_stride = br.row_stride;
+  p.out = out.data<float>();
+  p.out_row_stride = orows.row_stride;
+  p.n_rows = orows.n_rows;
+  p.d = orows.width;
+  MS_CUDA_CHECK(cudaSetDevice(device_));
+  MS_CUDA_CHECK(kernels::launch_add(p, stream_->get()));
+}
+
+void CudaBackend::silu_mul(const Tensor& gate_up, const Tensor& out) {
+  const Rows g = rows_of(gate_up, "silu_mul", "gate_up");
+  const Rows o = rows_of(out, "silu_mul", "out");
+  check_dtype(gate_up, DType::kF32, "silu_mul", "gate_up");
+  check_dtype(out, DType::kF32, "silu_mul", "out");
+  MS_CHECK(g.n_rows == o.n_rows && g.width == 2 * o.width, "CudaBackend::silu_mul: gate_up ",
+           gate_up.describe(), ", out ", out.describe());
+  kernels::SiluMulParams p{};
+  p.gate_up = gate_up.data<float>();
+  p.gate_up_row_stride = g.row_stride;
+  p.out = out.data<float>();
+  p.out_row_stride = o.row_stride;
+  p.n_rows = o.n_rows;
+  p.f = o.width;
+  MS_CUDA_CHECK(cudaSetDevice(device_));
+  MS_CUDA_CHECK(kernels::launch_silu_mul(p, stream_->get()));
+}
+
+// ---- ops without kernels yet --------------------------------------------------------
+
+void CudaBackend::linear(const Tensor&, const Tensor&, const Tensor&) { not_implemented("linear"); }
+
+void CudaBackend::head_linear(const Tensor&, const Tensor&, const Tensor&) {
+  not_implemented("head_linear");
+}
+
+void CudaBackend::rope(const Tensor&, const Tensor&, const Tensor&) { not_implemented("rope"); }
+
+void CudaBackend::kv_cache_write(const Tensor&, const Tensor&, const Tensor&) {
+  not_implemented("kv_cache_write");
+}
+
+void CudaBackend::mla_attention(const Tensor&, const Tensor&, const Tensor&, const AttentionBatch&,
+                                float, const Tensor&) {
+  not_implemented("mla_attention");
+}
+
+void CudaBackend::moe_gate(const Tensor&, const Tensor&, const GateParams&, const Tensor&,
+                           const Tensor&) {
+  not_implemented("moe_gate");
+}
+
+void CudaBackend::moe_ffn(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                          const Tensor&) {
+  not_implemented("moe_ffn");
+}
+
+}  // namespace moeserve
