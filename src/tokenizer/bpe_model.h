@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -24,6 +25,13 @@ struct StringHash {
   size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
 };
 using TokenIdMap = std::unordered_map<std::string, int32_t, StringHash, std::equal_to<>>;
+
+// Merges one word's initial symbols `ids` and appends the result: repeatedly
+// merges the adjacent pair with the lowest rank in `merges`, the leftmost one
+// on ties (Hugging Face's order), until no adjacent pair has a merge.
+// O(n log n) in the number of symbols.
+void bpe_merge(const BpeMergeTable& merges, std::span<const int32_t> ids,
+               std::vector<int32_t>& out);
 
 class BpeModel {
  public:
