@@ -16,7 +16,7 @@ packages=(
   libopenblas-dev libpcre2-dev libboost-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   nodejs npm
-  clang                     # libFuzzer targets (MOESERVE_FUZZ)
+  clang libclang-rt-14-dev  # libFuzzer targets (scripts/fuzz.sh)
   clang-format clang-tidy   # .clang-format / .clang-tidy
 )
 

@@ -6,8 +6,10 @@
 #                  without a GPU, and ctest lists them as skipped).
 #   2. build-asan/ AddressSanitizer + UBSan, CPU only; ctest label unit (the
 #                  bad-input tests live there). Only the unit test targets are built.
+#   3. build-fuzz/ libFuzzer targets for the tokenizer, detokenizer and chat
+#                  templates, 60 s each (scripts/fuzz.sh).
 #
-# Stage 2 runs even when stage 1 fails; the exit status is non-zero if any
+# Every stage runs even when an earlier one fails; the exit status is non-zero if any
 # build or test failed. Compiles go through ccache (see docs/building.md).
 set -euo pipefail
 
@@ -57,6 +59,10 @@ elif cmake --build build-asan -j"${jobs}" --target "${unit_targets[@]}"; then
 else
   failed+=("build-asan/ build")
 fi
+
+# ---- 3. fuzzing -------------------------------------------------------------------
+step "fuzz: libFuzzer targets, 60 s each (tests/fuzz, docs/fuzzing.md)"
+scripts/fuzz.sh 60 || failed+=("fuzz")
 
 # ---- summary ----------------------------------------------------------------------
 echo

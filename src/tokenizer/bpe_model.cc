@@ -56,8 +56,9 @@ StatusOr<std::unique_ptr<BpeModel>> BpeModel::from_json(const Json& config, std:
   m->token_to_id_.reserve(vocab->size());
   int32_t max_id = -1;
   for (const auto& [token, id] : vocab->items()) {
-    if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > INT32_MAX)
-      return field_error(child(child(path, "vocab"), token), "must be a non-negative integer id");
+    if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > kMaxTokenId)
+      return field_error(child(child(path, "vocab"), token),
+                         absl::StrCat("must be an integer id in [0, ", kMaxTokenId, "]"));
     auto v = static_cast<int32_t>(id.get<int64_t>());
     m->token_to_id_.emplace(token, v);
     max_id = std::max(max_id, v);

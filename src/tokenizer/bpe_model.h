@@ -20,6 +20,10 @@
 
 namespace moeserve {
 
+// The largest token id a tokenizer.json may use. Real vocabularies stay below
+// ~260K; the bound keeps a hostile file from sizing tables by a huge id.
+inline constexpr int64_t kMaxTokenId = (int64_t{1} << 22) - 1;
+
 struct StringHash {
   using is_transparent = void;
   size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }

@@ -32,6 +32,22 @@ class Parser {
     Parser& p_;
   };
 
+  // Chains built in loops (a + b + c, x.a.b, x | f | g) nest their nodes as
+  // deeply as recursion does, and evaluation recurses once per link: every
+  // link counts toward the nesting limit until the chain's function returns.
+  class ChainGuard {
+   public:
+    explicit ChainGuard(Parser& p) : p_(p), saved_(p.depth_) {}
+    ~ChainGuard() { p_.depth_ = saved_; }
+    void link(SourceLoc loc) {
+      if (++p_.depth_ > kMaxNestingDepth) fail_at(loc, "expression nested too deeply");
+    }
+
+   private:
+    Parser& p_;
+    int saved_;
+  };
+
   const Token& peek(size_t ahead = 0) const {
     const size_t i = pos_ + ahead;
     return i < tokens_.size() ? tokens_[i] : tokens_.back();
@@ -268,7 +284,11 @@ class Parser {
   StmtPtr parse_filter_block(SourceLoc loc) {
     auto s = std::make_unique<Stmt>(StmtKind::kFilterBlock, loc);
     s->expr = parse_filter(nullptr);
-    while (skip_op("|")) s->expr = parse_filter(std::move(s->expr));
+    ChainGuard chain(*this);
+    while (skip_op("|")) {
+      chain.link(peek().loc);
+      s->expr = parse_filter(std::move(s->expr));
+    }
     expect_stmt_end();
     std::string found;
     s->body = parse_until({"endfilter"}, &found, loc);
@@ -304,9 +324,11 @@ class Parser {
 
   ExprPtr parse_expression() {
     DepthGuard guard(*this, peek().loc);
+    ChainGuard chain(*this);
     ExprPtr e = parse_or();
     while (at_name("if")) {
       const SourceLoc loc = next().loc;
+      chain.link(loc);
       ExprPtr t = make(ExprKind::kTernary, loc);
       t->right = std::move(e);
       t->object = parse_or();
@@ -317,18 +339,22 @@ class Parser {
   }
 
   ExprPtr parse_or() {
+    ChainGuard chain(*this);
     ExprPtr e = parse_and();
     while (at_name("or")) {
       const SourceLoc loc = next().loc;
+      chain.link(loc);
       e = make_binary(ExprKind::kOr, "or", std::move(e), parse_and(), loc);
     }
     return e;
   }
 
   ExprPtr parse_and() {
+    ChainGuard chain(*this);
     ExprPtr e = parse_not();
     while (at_name("and")) {
       const SourceLoc loc = next().loc;
+      chain.link(loc);
       e = make_binary(ExprKind::kAnd, "and", std::move(e), parse_not(), loc);
     }
     return e;
@@ -347,9 +373,11 @@ class Parser {
   }
 
   ExprPtr parse_compare() {
+    ChainGuard chain(*this);
     ExprPtr e = parse_math1();
     while (true) {
       const Token& t = peek();
+      chain.link(t.loc);
       std::string op;
       if (t.kind == TokenKind::kOp && (t.text == "==" || t.text == "!=" || t.text == "<" ||
                                        t.text == ">" || t.text == "<=" || t.text == ">=")) {
@@ -371,8 +399,10 @@ class Parser {
 
   ExprPtr parse_binary_level(std::initializer_list<std::string_view> ops,
                              ExprPtr (Parser::*operand)()) {
+    ChainGuard chain(*this);
     ExprPtr e = (this->*operand)();
     while (true) {
+      chain.link(peek().loc);
       bool matched = false;
       for (std::string_view op : ops) {
         if (at_op(op)) {
@@ -492,7 +522,9 @@ class Parser {
   }
 
   ExprPtr parse_postfix(ExprPtr e) {
+    ChainGuard chain(*this);
     while (true) {
+      chain.link(peek().loc);
       if (at_op(".")) {
         const SourceLoc loc = next().loc;
         if (peek().kind == TokenKind::kInt) {  // x.0 is x[0]
@@ -570,7 +602,9 @@ class Parser {
   }
 
   ExprPtr parse_filter_expr(ExprPtr e) {
+    ChainGuard chain(*this);
     while (true) {
+      chain.link(peek().loc);
       if (skip_op("|")) {
         e = parse_filter(std::move(e));
       } else if (at_name("is")) {

@@ -42,8 +42,9 @@ StatusOr<std::vector<AddedToken>> parse_added_tokens(const Json& root) {
     std::string p = index("added_tokens", i);
     AddedToken tok;
     ASSIGN_OR_RETURN(int64_t id, get_int_or(t, p, "id", -1));
-    if (id < 0 || id > INT32_MAX)
-      return field_error(child(p, "id"), "must be a non-negative integer");
+    if (id < 0 || id > kMaxTokenId)
+      return field_error(child(p, "id"),
+                         absl::StrCat("must be an integer id in [0, ", kMaxTokenId, "]"));
     tok.id = static_cast<int32_t>(id);
     ASSIGN_OR_RETURN(tok.content, get_string(t, p, "content"));
     if (tok.content.empty()) return field_error(child(p, "content"), "must not be empty");
