@@ -12,6 +12,7 @@
 #include <random>
 #include <vector>
 
+#include "seeded_test.h"
 #include <gtest/gtest.h>
 
 namespace moeserve {
@@ -147,24 +148,12 @@ TEST(LogitsProcessorTest, InactiveByDefaultAndOutOfVocabIdsAreErrors) {
   }
 }
 
-class LogitsProcessorRandomTest : public ::testing::Test {
+class LogitsProcessorRandomTest : public test::SeededTest {
  protected:
-  void SetUp() override {
-    std::random_device rd;
-    seed_ = (static_cast<uint64_t>(rd()) << 32) | rd();
-    rng_.seed(seed_);
-  }
-  void TearDown() override {
-    if (HasFailure())
-      std::printf("LogitsProcessorRandomTest seed: %llu\n", static_cast<unsigned long long>(seed_));
-  }
   double uniform(double lo, double hi) {
     return std::uniform_real_distribution<double>(lo, hi)(rng_);
   }
   int below(int n) { return static_cast<int>(rng_() % static_cast<uint64_t>(n)); }
-
-  uint64_t seed_ = 0;
-  std::mt19937_64 rng_;
 };
 
 TEST_F(LogitsProcessorRandomTest, MatchesDenseReference) {

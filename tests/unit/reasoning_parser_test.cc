@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "seeded_test.h"
 #include <gtest/gtest.h>
 
 namespace moeserve {
@@ -122,21 +123,9 @@ TEST(ReasoningParserTest, PartialTagsAreHeldBackOnlyWhileTheyCouldBeTags) {
   EXPECT_EQ(r.feed("nk>\nA"), (ReasoningDelta{"\nA", ""}));
 }
 
-class ReasoningParserRandomTest : public ::testing::Test {
+class ReasoningParserRandomTest : public test::SeededTest {
  protected:
-  void SetUp() override {
-    std::random_device rd;
-    seed_ = (static_cast<uint64_t>(rd()) << 32) | rd();
-    rng_.seed(seed_);
-  }
-  void TearDown() override {
-    if (HasFailure())
-      std::printf("ReasoningParserRandomTest seed: %llu\n", static_cast<unsigned long long>(seed_));
-  }
   int below(int n) { return static_cast<int>(rng_() % static_cast<uint64_t>(n)); }
-
-  uint64_t seed_ = 0;
-  std::mt19937_64 rng_;
 };
 
 TEST_F(ReasoningParserRandomTest, RandomChunkingsOfRandomTextMatchTheOneShotSplit) {

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "seeded_test.h"
 #include <gtest/gtest.h>
 
 namespace moeserve {
@@ -32,17 +33,8 @@ constexpr double kBoundaryMargin = 1e-9;
 constexpr float kInf = std::numeric_limits<float>::infinity();
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
-class SamplerTest : public ::testing::Test {
+class SamplerTest : public test::SeededTest {
  protected:
-  void SetUp() override {
-    std::random_device rd;
-    seed_ = (static_cast<uint64_t>(rd()) << 32) | rd();
-    rng_.seed(seed_);
-  }
-  void TearDown() override {
-    if (HasFailure())
-      std::printf("SamplerTest seed: %llu\n", static_cast<unsigned long long>(seed_));
-  }
   std::vector<float> random_logits(int n, float spread = 4.0f) {
     std::uniform_real_distribution<float> u(-spread, spread);
     std::vector<float> l(static_cast<size_t>(n));
@@ -111,9 +103,6 @@ class SamplerTest : public ::testing::Test {
     const double df = std::max(1, bins - 1);
     EXPECT_LT(chi, df + kChiSigmas * std::sqrt(2.0 * df) + kChiSlack) << "bins " << bins;
   }
-
-  uint64_t seed_ = 0;
-  std::mt19937_64 rng_;
 };
 
 int32_t ref_argmax(const std::vector<float>& l) {
