@@ -2,11 +2,11 @@
 // the failing case can be replayed.
 #pragma once
 
-#include <gtest/gtest.h>
-
 #include <cstdint>
 #include <cstdio>
 #include <random>
+
+#include <gtest/gtest.h>
 
 namespace moeserve::test {
 
