@@ -5,6 +5,47 @@
 
 namespace moeserve {
 
+StatusOr<Tensor> run_step(DeepseekV2Model& model, const KvCache& cache,
+                          std::span<const RunSeq> seqs) {
+  const int block_size = cache.block_size();
+  ForwardBatch batch;
+  batch.n_seqs = static_cast<int32_t>(seqs.size());
+  for (const RunSeq& s : seqs) {
+    const int end = s.n_computed + static_cast<int>(s.tokens.size());
+    if (s.tokens.empty() || static_cast<int64_t>(s.block_table.size()) * block_size < end) {
+      return absl::InternalError(absl::StrCat("run_step: a sequence of ", s.tokens.size(),
+                                              " new tokens at ", s.n_computed, " has ",
+                                              s.block_table.size(), " blocks"));
+    }
+    batch.max_blocks =
+        std::max<int32_t>(batch.max_blocks, static_cast<int32_t>(s.block_table.size()));
+  }
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    const RunSeq& s = seqs[i];
+    for (size_t j = 0; j < s.tokens.size(); ++j) {
+      const int pos = s.n_computed + static_cast<int>(j);
+      if (s.all_logits || j + 1 == s.tokens.size()) {
+        batch.logits_rows.push_back(static_cast<int32_t>(batch.tokens.size()));
+      }
+      batch.tokens.push_back(s.tokens[j]);
+      batch.positions.push_back(pos);
+      batch.token_seq.push_back(static_cast<int32_t>(i));
+      batch.slot_mapping.push_back(
+          s.block_table[static_cast<size_t>(pos / block_size)] * block_size + pos % block_size);
+    }
+    // Unused columns repeat the first block: valid ids the kernels never read.
+    std::vector<int32_t> table(static_cast<size_t>(batch.max_blocks), s.block_table[0]);
+    std::copy(s.block_table.begin(), s.block_table.end(), table.begin());
+    batch.block_tables.insert(batch.block_tables.end(), table.begin(), table.end());
+  }
+  ASSIGN_OR_RETURN(Tensor logits, model.forward(batch, cache));
+  Backend& be = model.backend();
+  Tensor host = Tensor::empty_host(DType::kF32, logits.shape());
+  be.copy(logits, host);
+  be.synchronize();
+  return host;
+}
+
 ModelRunner::ModelRunner(DeepseekV2Model& model, int n_blocks, int block_size)
     : model_(model),
       cache_(model.backend(), model.config().num_hidden_layers, n_blocks, block_size,
@@ -32,8 +73,6 @@ int64_t ModelRunner::n_cached(int seq_id) const {
 StatusOr<std::vector<std::vector<float>>> ModelRunner::step(
     const std::vector<SequenceChunk>& chunks) {
   const int block_size = cache_.block_size();
-  ForwardBatch batch;
-  batch.n_seqs = static_cast<int32_t>(chunks.size());
   // Blocks taken for this step, returned if it fails.
   std::vector<std::pair<int, int32_t>> taken;
   auto roll_back = [&] {
@@ -67,36 +106,21 @@ StatusOr<std::vector<std::vector<float>>> ModelRunner::step(
       seq.blocks.push_back(*block);
       taken.push_back({c.seq_id, *block});
     }
-    batch.max_blocks = std::max<int32_t>(batch.max_blocks, static_cast<int32_t>(seq.blocks.size()));
   }
+  std::vector<RunSeq> run(chunks.size());
   for (size_t i = 0; i < chunks.size(); ++i) {
-    const SequenceChunk& c = chunks[i];
-    const Sequence& seq = seqs_[c.seq_id];
-    for (size_t j = 0; j < c.tokens.size(); ++j) {
-      const int64_t pos = seq.n_cached + static_cast<int64_t>(j);
-      if (c.all_logits || j + 1 == c.tokens.size()) {
-        batch.logits_rows.push_back(static_cast<int32_t>(batch.tokens.size()));
-      }
-      batch.tokens.push_back(c.tokens[j]);
-      batch.positions.push_back(static_cast<int32_t>(pos));
-      batch.token_seq.push_back(static_cast<int32_t>(i));
-      batch.slot_mapping.push_back(seq.blocks[static_cast<size_t>(pos / block_size)] * block_size +
-                                   static_cast<int32_t>(pos % block_size));
-    }
-    std::vector<int32_t> table(static_cast<size_t>(batch.max_blocks),
-                               seq.blocks.empty() ? 0 : seq.blocks[0]);
-    std::copy(seq.blocks.begin(), seq.blocks.end(), table.begin());
-    batch.block_tables.insert(batch.block_tables.end(), table.begin(), table.end());
+    const Sequence& seq = seqs_[chunks[i].seq_id];
+    run[i] = RunSeq{.n_computed = static_cast<int>(seq.n_cached),
+                    .tokens = chunks[i].tokens,
+                    .block_table = seq.blocks,
+                    .all_logits = chunks[i].all_logits};
   }
-  auto logits = model_.forward(batch, cache_);
+  auto logits = run_step(model_, cache_, run);
   if (!logits.ok()) {
     roll_back();
     return logits.status();
   }
-  Backend& be = model_.backend();
-  Tensor host = Tensor::empty_host(DType::kF32, logits->shape());
-  be.copy(*logits, host);
-  be.synchronize();
+  const Tensor& host = *logits;
   for (const SequenceChunk& c : chunks)
     seqs_[c.seq_id].n_cached += static_cast<int64_t>(c.tokens.size());
   std::vector<std::vector<float>> rows(static_cast<size_t>(host.dim(0)));

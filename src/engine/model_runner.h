@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <map>
+#include <span>
 #include <vector>
 
 #include "engine/block_allocator.h"
@@ -19,6 +20,22 @@ struct SequenceChunk {
   bool all_logits = false;  // logits for every token (else the last only)
 };
 
+// One sequence's part of a step whose KV blocks are managed elsewhere (the scheduler's block
+// manager): the tokens to compute, where they start, and the blocks that hold the sequence.
+struct RunSeq {
+  int n_computed = 0;                    // tokens already in the cache = first new position
+  std::span<const int32_t> tokens;       // [n_new], non-empty
+  std::span<const int32_t> block_table;  // covers n_computed + n_new slots
+  bool all_logits = false;               // logits for every token (else the last only)
+};
+
+// Builds the ForwardBatch for `seqs`, runs `model` on `cache` and copies the logits to the
+// host: [n_logits, vocab] F32, one row per requested token in sequence order.
+StatusOr<Tensor> run_step(DeepseekV2Model& model, const KvCache& cache,
+                          std::span<const RunSeq> seqs);
+
+// Owns its sequences' blocks (a plain free list, no prefix cache): for the CLI, golden tests
+// and benchmarks that drive the model without the scheduler.
 class ModelRunner {
  public:
   ModelRunner(DeepseekV2Model& model, int n_blocks, int block_size);

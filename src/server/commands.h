@@ -5,5 +5,7 @@ namespace moeserve {
 
 // `moeserve generate`: argv[0] is "generate".
 int run_generate(int argc, char** argv);
+// `moeserve serve`: argv[0] is "serve".
+int run_serve(int argc, char** argv);
 
 }  // namespace moeserve

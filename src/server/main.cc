@@ -12,6 +12,7 @@ void print_usage() {
       "usage: moeserve <command> [options]\n"
       "\n"
       "commands:\n"
+      "  serve      run the daemon: OpenAI-compatible HTTP API and gRPC over one model\n"
       "  generate   run a prompt through a model directory and print the continuation\n"
       "\n"
       "Run 'moeserve <command> --help' for a command's options.\n",
@@ -26,6 +27,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   const std::string_view command = argv[1];
+  if (command == "serve") return moeserve::run_serve(argc - 1, argv + 1);
   if (command == "generate") return moeserve::run_generate(argc - 1, argv + 1);
   if (command == "--help" || command == "-h" || command == "help") {
     print_usage();

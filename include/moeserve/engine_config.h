@@ -1,0 +1,40 @@
+// Settings of one Engine: which model, on which backend, and the batching and KV-cache limits.
+// The server fills it from its config file and flags (server/serve_config.h); validate() names
+// the offending field.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "moeserve/status.h"
+
+namespace moeserve {
+
+struct EngineConfig {
+  std::string model_dir;          // Hugging Face directory: config.json + *.safetensors
+  std::string tokenizer_dir;      // tokenizer.json + tokenizer_config.json; "" = model_dir
+  std::string served_model_name;  // the API's model id; "" = the model directory's name
+  std::string backend = "auto";   // cpu, cuda or auto (CUDA when a GPU is usable)
+  int threads = 0;                // CPU backend threads; 0 = all cores
+
+  // KV cache: `kv_cache_blocks` blocks if > 0, else as many as `kv_cache_memory_mb` holds.
+  int block_size = 16;
+  int kv_cache_blocks = 0;
+  int64_t kv_cache_memory_mb = 256;
+
+  // Continuous batching.
+  int max_num_batched_tokens = 2048;  // tokens computed in one step
+  int max_num_seqs = 64;              // sequences in one step
+  int max_model_len = 0;              // prompt + output of one sequence; 0 = the model's limit
+  int max_n = 16;                     // largest `n` a request may ask for
+  int max_waiting_requests = 256;     // queued requests beyond this are refused (queue full)
+  bool enable_chunked_prefill = true;
+  bool enable_prefix_caching = true;
+  std::string scheduling_policy = "fcfs";  // fcfs or priority
+
+  bool log_steps = false;  // one debug log line per engine step (batch composition)
+
+  Status validate() const;  // defined in engine/engine.cc
+};
+
+}  // namespace moeserve

@@ -1,0 +1,195 @@
+// `moeserve serve`: the daemon. Start-up order: HTTP first (so /health answers 503 while the
+// model loads), then the engine, then gRPC; then /health turns 200. SIGTERM or SIGINT drains:
+// health goes 503/NOT_SERVING, new requests get 503/UNAVAILABLE, running requests finish within
+// --shutdown-timeout-s, and the process exits 0. A second signal during the drain stops at once.
+#include <signal.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "common/logging.h"
+#include "server/commands.h"
+#include "server/grpc_server.h"
+#include "server/http_server.h"
+#include "server/openai_routes.h"
+#include "server/prompt_builder.h"
+#include "server/serve_config.h"
+
+namespace moeserve {
+namespace {
+
+// The model served when --model is not given: the bundled tiny model, looked up next to the
+// binary's install prefix and the source tree it was built from.
+std::string default_model_dir() {
+  std::error_code ec;
+  const std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  std::vector<std::filesystem::path> candidates;
+  if (!ec) {
+    candidates.push_back(exe.parent_path().parent_path() / "share/moeserve/models/tiny");
+  }
+  candidates.push_back(std::filesystem::path(MOESERVE_SOURCE_DIR) / "models/tiny");
+  for (const auto& c : candidates) {
+    if (std::filesystem::exists(c / "config.json", ec)) return c.string();
+  }
+  return "";
+}
+
+// Waits for SIGTERM/SIGINT (blocked in every thread, so only this wait sees them) for up to
+// `timeout`; returns the signal or 0.
+int wait_signal(const sigset_t& signals, std::chrono::milliseconds timeout) {
+  timespec ts{};
+  ts.tv_sec = static_cast<time_t>(timeout.count() / 1000);
+  ts.tv_nsec = static_cast<long>((timeout.count() % 1000) * 1000000);
+  const int sig = sigtimedwait(&signals, nullptr, &ts);
+  return sig > 0 ? sig : 0;
+}
+
+// Answers while the engine loads: /health 503 (loading), everything else 503 too.
+void answer_loading(const HttpRequest& request, HttpResponder& responder) {
+  responder.send(503, "application/json",
+                 R"({"error":{"message":"the model is loading","type":"service_unavailable",)"
+                 R"("param":null,"code":503}})",
+                 {{"Retry-After", "5"}});
+}
+
+}  // namespace
+
+int run_serve(int argc, char** argv) {
+  auto parsed = parse_serve_args(argc, argv);
+  if (!parsed.ok()) {
+    if (is_help_request(parsed.status())) {
+      std::fputs(serve_usage(), stdout);
+      return 0;
+    }
+    std::fprintf(stderr, "moeserve serve: %s\n(run 'moeserve serve --help' for the flags)\n",
+                 std::string(parsed.status().message()).c_str());
+    return 2;
+  }
+  ServeConfig config = std::move(*parsed);
+  if (config.engine.model_dir.empty()) {
+    config.engine.model_dir = default_model_dir();
+    if (config.engine.model_dir.empty()) {
+      std::fprintf(stderr,
+                   "moeserve serve: no --model given and the bundled model (models/tiny) was not "
+                   "found; pass --model DIR\n");
+      return 2;
+    }
+  }
+  if (const Status valid = validate_serve_config(config); !valid.ok()) {
+    std::fprintf(stderr, "moeserve serve: %s\n", std::string(valid.message()).c_str());
+    return 2;
+  }
+  init_logging(config.log_level);
+  MS_LOG_INFO("moeserve serve: settings\n{}", describe(config));
+
+  // Signals go to sigtimedwait below, never to a handler in some thread.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // A client that vanishes mid-write must not kill the process.
+  signal(SIGPIPE, SIG_IGN);
+
+  std::atomic<OpenAiRoutes*> routes_ptr{nullptr};
+  HttpServerOptions http;
+  http.host = config.host;
+  http.port = config.port;
+  http.io_threads = config.http_threads;
+  http.max_body_bytes = config.max_body_bytes;
+  http.max_header_bytes = config.max_header_bytes;
+  http.api_key = config.api_key;
+  http.cors_allow_origin = config.cors_allow_origin;
+  auto http_server =
+      HttpServer::start(http, [&routes_ptr](HttpRequest request, std::shared_ptr<HttpResponder> r) {
+        OpenAiRoutes* routes = routes_ptr.load();
+        if (routes == nullptr) {
+          answer_loading(request, *r);
+          return;
+        }
+        routes->handle(std::move(request), std::move(r));
+      });
+  if (!http_server.ok()) {
+    MS_LOG_ERROR("moeserve serve: HTTP server: {}", http_server.status().ToString());
+    return 1;
+  }
+
+  auto engine = Engine::create(config.engine);
+  if (!engine.ok()) {
+    MS_LOG_ERROR("moeserve serve: {}", engine.status().ToString());
+    return 1;
+  }
+  const std::string tokenizer_dir =
+      config.engine.tokenizer_dir.empty() ? config.engine.model_dir : config.engine.tokenizer_dir;
+  auto prompts = PromptBuilder::create((*engine)->tokenizer(), tokenizer_dir);
+  if (!prompts.ok()) {
+    MS_LOG_ERROR("moeserve serve: {}", prompts.status().ToString());
+    return 1;
+  }
+  if (!(*prompts)->has_chat_template()) {
+    MS_LOG_WARN("{}/tokenizer_config.json has no chat_template: /v1/chat/completions is off",
+                tokenizer_dir);
+  }
+  OpenAiRoutes routes(**engine, **prompts, {.request_timeout_s = config.request_timeout_s});
+  routes.set_ready(true);
+  routes_ptr.store(&routes);
+
+  std::unique_ptr<GrpcServer> grpc_server;
+  if (config.grpc_port >= 0) {
+    auto started = GrpcServer::start(**engine, **prompts,
+                                     {.host = config.host,
+                                      .port = config.grpc_port,
+                                      .api_key = config.api_key,
+                                      .max_message_bytes = static_cast<int>(
+                                          std::min<size_t>(config.max_body_bytes, size_t{1} << 30)),
+                                      .request_timeout_s = config.request_timeout_s});
+    if (!started.ok()) {
+      MS_LOG_ERROR("moeserve serve: gRPC server: {}", started.status().ToString());
+      return 1;
+    }
+    grpc_server = std::move(*started);
+  }
+  const ModelInfo& info = (*engine)->model_info();
+  MS_LOG_INFO("moeserve serve: model '{}' on {}; listening on http://{}:{} (OpenAI API: /v1)",
+              info.id, info.backend, config.host, (*http_server)->port());
+  if (grpc_server) {
+    MS_LOG_INFO("moeserve serve: gRPC (moeserve.v1.Generation) on {}:{}", config.host,
+                grpc_server->port());
+  }
+
+  int sig = 0;
+  while (sig == 0) sig = wait_signal(signals, std::chrono::milliseconds(1000));
+  MS_LOG_INFO("moeserve serve: {} received: draining (up to {} s)", strsignal(sig),
+              config.shutdown_timeout_s);
+  routes.set_draining();
+  if (grpc_server) grpc_server->set_serving(false);
+  (*engine)->stop_accepting();
+  const auto deadline = Clock::now() + std::chrono::milliseconds(
+                                           static_cast<int64_t>(config.shutdown_timeout_s * 1e3));
+  bool idle = false;
+  while (!idle && Clock::now() < deadline) {
+    idle = (*engine)->wait_idle(std::min(deadline, Clock::now() + std::chrono::milliseconds(100)));
+    if (!idle && wait_signal(signals, std::chrono::milliseconds(0)) != 0) {
+      MS_LOG_WARN("moeserve serve: second signal: stopping now");
+      break;
+    }
+  }
+  if (!idle) MS_LOG_WARN("moeserve serve: requests still running at the deadline are aborted");
+  if (grpc_server) grpc_server->shutdown(Clock::now() + std::chrono::seconds(1));
+  (*http_server)->stop_accepting();
+  // The last events reach their connections through the I/O threads; give them a moment.
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  routes_ptr.store(nullptr);
+  http_server->reset();  // closes connections, joins the I/O threads
+  grpc_server.reset();
+  engine->reset();  // aborts whatever is left
+  MS_LOG_INFO("moeserve serve: stopped");
+  return 0;
+}
+
+}  // namespace moeserve

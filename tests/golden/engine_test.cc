@@ -1,0 +1,339 @@
+// The Engine end to end on the tiny checkpoints: greedy output equals the PyTorch reference's,
+// concurrent requests are batched into shared steps yet each gets exactly what it gets alone,
+// and every way a request can end (stop, length, abort, deadline, error) ends only that request
+// and gives its KV blocks back.
+#include "moeserve/engine.h"
+
+#include <algorithm>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/metrics.h"
+#include "model/safetensors.h"
+#include <gtest/gtest.h>
+
+namespace moeserve {
+namespace {
+
+const std::string kSource = MOESERVE_SOURCE_DIR;
+const std::string kModel = kSource + "/tests/data/tiny/v3_tiny";
+const std::string kTokenizer = kSource + "/tests/data/tokenizer/tiny_byte_level";
+constexpr auto kTimeout = std::chrono::seconds(60);
+
+EngineConfig small_config() {
+  EngineConfig c;
+  c.model_dir = kModel;
+  c.tokenizer_dir = kTokenizer;
+  c.backend = "cpu";
+  c.threads = 2;
+  c.block_size = 4;
+  c.kv_cache_blocks = 256;
+  c.max_num_seqs = 64;
+  c.max_num_batched_tokens = 256;
+  return c;
+}
+
+std::unique_ptr<Engine> make_engine(const EngineConfig& config) {
+  auto engine = Engine::create(config);
+  EXPECT_TRUE(engine.ok()) << engine.status();
+  return engine.ok() ? std::move(*engine) : nullptr;
+}
+
+GenerateRequest greedy(std::vector<int32_t> prompt, int max_tokens) {
+  GenerateRequest r;
+  r.prompt = std::move(prompt);
+  r.sampling.max_tokens = max_tokens;
+  r.sampling.ignore_eos = true;
+  return r;
+}
+
+// What one request produced, per sequence index.
+struct Result {
+  std::vector<std::vector<int32_t>> tokens;
+  std::vector<std::string> text;
+  std::vector<std::optional<FinishReason>> finish;
+  std::vector<Status> error;
+  std::vector<std::vector<TokenLogprobs>> logprobs;
+  std::optional<Usage> usage;
+  int n_events = 0;
+};
+
+Result collect(TokenStream& stream, int n) {
+  Result res;
+  res.tokens.resize(static_cast<size_t>(n));
+  res.text.resize(static_cast<size_t>(n));
+  res.finish.resize(static_cast<size_t>(n));
+  res.error.resize(static_cast<size_t>(n));
+  res.logprobs.resize(static_cast<size_t>(n));
+  const auto deadline = Clock::now() + kTimeout;
+  while (!stream.done()) {
+    auto ev = stream.next(deadline);
+    if (!ev.has_value()) {
+      ADD_FAILURE() << "stream " << stream.id() << " timed out";
+      break;
+    }
+    ++res.n_events;
+    const auto i = static_cast<size_t>(ev->index);
+    EXPECT_FALSE(res.finish[i].has_value()) << "event after the sequence finished";
+    res.tokens[i].insert(res.tokens[i].end(), ev->token_ids.begin(), ev->token_ids.end());
+    res.text[i] += ev->text;
+    res.logprobs[i].insert(res.logprobs[i].end(), ev->logprobs.begin(), ev->logprobs.end());
+    if (ev->finish.has_value()) {
+      res.finish[i] = ev->finish;
+      res.error[i] = ev->error;
+    }
+    if (ev->usage.has_value()) res.usage = ev->usage;
+  }
+  return res;
+}
+
+Result run(Engine& engine, GenerateRequest request) {
+  const int n = request.sampling.n;
+  auto stream = engine.submit(std::move(request));
+  EXPECT_TRUE(stream.ok()) << stream.status();
+  if (!stream.ok()) return {};
+  return collect(**stream, n);
+}
+
+std::vector<int32_t> golden_ids(const char* name) {
+  auto file = SafetensorsFile::open(kModel + "/golden.safetensors");
+  EXPECT_TRUE(file.ok()) << file.status();
+  if (!file.ok()) return {};
+  auto t = (*file)->tensor(name);
+  EXPECT_TRUE(t.ok()) << t.status();
+  if (!t.ok()) return {};
+  return {t->data<int32_t>(), t->data<int32_t>() + t->numel()};
+}
+
+// The reference's prompt and its 16 greedy tokens (tests/reference/make_goldens.py).
+std::vector<int32_t> golden_prompt() { return golden_ids("prompt_ids"); }
+std::vector<int32_t> golden_decode_ids() { return golden_ids("decode_ids"); }
+
+bool wait_blocks_free(Engine& engine) {
+  const auto deadline = Clock::now() + kTimeout;
+  while (Clock::now() < deadline) {
+    const EngineStats s = engine.stats();
+    if (s.n_blocks_used == 0 && s.n_running == 0 && s.n_requests == 0) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return false;
+}
+
+TEST(EngineTest, GreedyMatchesTheReferenceModel) {
+  auto engine = make_engine(small_config());
+  ASSERT_NE(engine, nullptr);
+  const std::vector<int32_t> want = golden_decode_ids();
+  Result res = run(*engine, greedy(golden_prompt(), static_cast<int>(want.size())));
+  EXPECT_EQ(res.tokens[0], want);
+  EXPECT_EQ(res.finish[0], FinishReason::kLength);
+  ASSERT_TRUE(res.usage.has_value());
+  EXPECT_EQ(res.usage->prompt_tokens, 7);
+  EXPECT_EQ(res.usage->completion_tokens, static_cast<int>(want.size()));
+  EXPECT_EQ(res.usage->cached_tokens, 0);
+  EXPECT_TRUE(wait_blocks_free(*engine));
+}
+
+TEST(EngineTest, ConcurrentRequestsShareStepsAndEachMatchesItsSoloRun) {
+  EngineConfig config = small_config();
+  config.log_steps = true;
+  auto engine = make_engine(config);
+  ASSERT_NE(engine, nullptr);
+  constexpr int kClients = 32;
+  std::mt19937 rng(7);
+  std::vector<GenerateRequest> requests;
+  for (int i = 0; i < kClients; ++i) {
+    std::vector<int32_t> prompt(static_cast<size_t>(3 + rng() % 20));
+    for (int32_t& t : prompt) t = static_cast<int32_t>(2 + rng() % 500);
+    requests.push_back(greedy(prompt, 8 + static_cast<int>(rng() % 12)));
+  }
+  // Alone, one after another.
+  std::vector<std::vector<int32_t>> solo;
+  for (const GenerateRequest& r : requests) solo.push_back(run(*engine, r).tokens[0]);
+  const int64_t steps_before = engine->stats().n_steps;
+  // All at once, from as many threads.
+  std::vector<Result> together(kClients);
+  std::vector<std::thread> clients;
+  for (int i = 0; i < kClients; ++i) {
+    clients.emplace_back([&, i] { together[static_cast<size_t>(i)] = run(*engine, requests[i]); });
+  }
+  for (std::thread& t : clients) t.join();
+  for (int i = 0; i < kClients; ++i) {
+    EXPECT_EQ(together[static_cast<size_t>(i)].tokens[0], solo[static_cast<size_t>(i)])
+        << "client " << i;
+  }
+  const EngineStats s = engine->stats();
+  EXPECT_GE(s.max_seqs_in_step, kClients / 2) << "steps never carried many sequences";
+  int total_tokens = 0;
+  for (const GenerateRequest& r : requests) total_tokens += r.sampling.max_tokens;
+  EXPECT_LT(s.n_steps - steps_before, total_tokens / 4) << "batching should need far fewer steps";
+  EXPECT_TRUE(wait_blocks_free(*engine));
+  const std::string metrics = engine->metrics().render();
+  EXPECT_NE(metrics.find("vllm:request_success_total{model_name=\"v3_tiny\","
+                         "finished_reason=\"length\"} 64"),
+            std::string::npos)
+      << metrics;
+}
+
+TEST(EngineTest, PreemptionUnderATinyCacheKeepsOutputsExact) {
+  EngineConfig config = small_config();
+  config.kv_cache_blocks = 24;  // 96 token slots for 8 requests of up to 30 tokens
+  auto engine = make_engine(config);
+  ASSERT_NE(engine, nullptr);
+  std::vector<GenerateRequest> requests;
+  for (int i = 0; i < 8; ++i) {
+    std::vector<int32_t> prompt;
+    for (int j = 0; j < 10 + i; ++j) prompt.push_back(3 + (i * 37 + j * 11) % 500);
+    requests.push_back(greedy(prompt, 16));
+  }
+  std::vector<std::vector<int32_t>> solo;
+  for (const GenerateRequest& r : requests) solo.push_back(run(*engine, r).tokens[0]);
+  std::vector<std::shared_ptr<TokenStream>> streams;
+  for (const GenerateRequest& r : requests) streams.push_back(*engine->submit(r));
+  for (size_t i = 0; i < streams.size(); ++i) {
+    EXPECT_EQ(collect(*streams[i], 1).tokens[0], solo[i]) << "request " << i;
+  }
+  EXPECT_GT(engine->stats().n_preemptions, 0);
+  EXPECT_TRUE(wait_blocks_free(*engine));
+}
+
+TEST(EngineTest, SeededSamplingReproducesAndNSequencesDiffer) {
+  auto engine = make_engine(small_config());
+  ASSERT_NE(engine, nullptr);
+  GenerateRequest r = greedy({5, 6, 7, 8, 9}, 12);
+  r.sampling.temperature = 1.5f;
+  r.sampling.seed = 1234;
+  r.sampling.n = 3;
+  r.sampling.logprobs = true;
+  r.sampling.top_logprobs = 2;
+  const Result a = run(*engine, r);
+  const Result b = run(*engine, r);
+  EXPECT_EQ(a.tokens, b.tokens);
+  EXPECT_NE(a.tokens[0], a.tokens[1]);
+  ASSERT_TRUE(a.usage.has_value());
+  EXPECT_EQ(a.usage->completion_tokens, 36);
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_EQ(a.logprobs[static_cast<size_t>(i)].size(), 12u);
+    for (const TokenLogprobs& lp : a.logprobs[static_cast<size_t>(i)]) {
+      EXPECT_LE(lp.logprob, 0.0f);
+      ASSERT_EQ(lp.top.size(), 2u);
+      EXPECT_GE(lp.top[0].second, lp.top[1].second);
+      EXPECT_LE(lp.logprob, lp.top[0].second);
+    }
+  }
+  // The second run found the prompt's full blocks in the prefix cache.
+  EXPECT_GT(b.usage->cached_tokens, 0);
+  r.sampling.seed = 99;
+  EXPECT_NE(run(*engine, r).tokens, a.tokens);
+}
+
+TEST(EngineTest, StopTokenEndsWithStopAndKeepsTheToken) {
+  auto engine = make_engine(small_config());
+  ASSERT_NE(engine, nullptr);
+  const std::vector<int32_t> want = golden_decode_ids();
+  GenerateRequest r = greedy(golden_prompt(), 16);
+  r.sampling.stop_token_ids = {want[3]};
+  const Result res = run(*engine, r);
+  const auto first = std::find(want.begin(), want.end(), want[3]) - want.begin();
+  EXPECT_EQ(res.tokens[0], std::vector<int32_t>(want.begin(), want.begin() + first + 1));
+  EXPECT_EQ(res.finish[0], FinishReason::kStop);
+}
+
+TEST(EngineTest, RefusesBadRequestsUpFront) {
+  EngineConfig config = small_config();
+  config.max_model_len = 64;
+  config.max_waiting_requests = 2;
+  auto engine = make_engine(config);
+  ASSERT_NE(engine, nullptr);
+  auto too_long = engine->submit(greedy(std::vector<int32_t>(60, 3), 10));
+  ASSERT_FALSE(too_long.ok());
+  EXPECT_EQ(too_long.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(too_long.status().message().find("maximum context length is 64 tokens"),
+            std::string::npos);
+  EXPECT_NE(too_long.status().message().find("70 tokens (60 in the prompt, 10 in the completion)"),
+            std::string::npos)
+      << too_long.status();
+  EXPECT_EQ(engine->submit(greedy({}, 4)).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine->submit(greedy({3, 512}, 4)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  GenerateRequest bad = greedy({3}, 4);
+  bad.sampling.top_p = 0.0f;
+  EXPECT_EQ(engine->submit(bad).status().code(), absl::StatusCode::kInvalidArgument);
+  engine->stop_accepting();
+  EXPECT_EQ(engine->submit(greedy({3}, 4)).status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_TRUE(engine->wait_idle(Clock::now() + kTimeout));
+}
+
+TEST(EngineTest, QueueCapRefusesWithResourceExhausted) {
+  EngineConfig config = small_config();
+  config.max_waiting_requests = 4;
+  auto engine = make_engine(config);
+  ASSERT_NE(engine, nullptr);
+  // Submit faster than the engine thread can start them: some must be refused.
+  std::vector<std::shared_ptr<TokenStream>> accepted;
+  int refused = 0;
+  for (int i = 0; i < 200; ++i) {
+    auto s = engine->submit(greedy({3, 4, 5}, 4));
+    if (s.ok()) {
+      accepted.push_back(*s);
+    } else {
+      EXPECT_EQ(s.status().code(), absl::StatusCode::kResourceExhausted);
+      ++refused;
+    }
+  }
+  EXPECT_GT(refused, 0);
+  for (auto& s : accepted) EXPECT_EQ(collect(*s, 1).finish[0], FinishReason::kLength);
+  EXPECT_TRUE(wait_blocks_free(*engine));
+}
+
+TEST(EngineTest, AbortAndDeadlineEndOnlyThatRequestAndFreeBlocks) {
+  auto engine = make_engine(small_config());
+  ASSERT_NE(engine, nullptr);
+  GenerateRequest long_one = greedy({3, 4, 5, 6, 7, 8, 9}, 200);
+  auto aborted = *engine->submit(long_one);
+  GenerateRequest with_deadline = long_one;
+  with_deadline.deadline = Clock::now() + std::chrono::milliseconds(30);
+  auto expired = *engine->submit(with_deadline);
+  auto normal = *engine->submit(greedy(golden_prompt(), 16));
+  // Let the first produce something, then abort it.
+  auto first = aborted->next(Clock::now() + kTimeout);
+  ASSERT_TRUE(first.has_value());
+  engine->abort(aborted->id(), absl::CancelledError("client disconnected"));
+  const Result a = collect(*aborted, 1);
+  EXPECT_EQ(a.finish[0], FinishReason::kAbort);
+  EXPECT_EQ(a.error[0].code(), absl::StatusCode::kCancelled);
+  const Result d = collect(*expired, 1);
+  EXPECT_EQ(d.finish[0], FinishReason::kAbort);
+  EXPECT_EQ(d.error[0].code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_LT(d.tokens[0].size(), 200u);
+  EXPECT_EQ(collect(*normal, 1).tokens[0], golden_decode_ids());
+  engine->abort(12345, absl::CancelledError("unknown ids are ignored"));
+  EXPECT_TRUE(wait_blocks_free(*engine));
+}
+
+TEST(EngineTest, ShutdownEndsOpenStreams) {
+  auto engine = make_engine(small_config());
+  ASSERT_NE(engine, nullptr);
+  auto stream = *engine->submit(greedy({3, 4, 5}, 200));
+  engine.reset();
+  const Result r = collect(*stream, 1);
+  ASSERT_TRUE(r.finish[0].has_value());
+  EXPECT_TRUE(r.usage.has_value());
+}
+
+TEST(EngineTest, CreateNamesWhatIsWrong) {
+  EngineConfig config = small_config();
+  config.model_dir = kSource + "/tests/data/does-not-exist";
+  auto engine = Engine::create(config);
+  ASSERT_FALSE(engine.ok());
+  EXPECT_NE(engine.status().message().find("does-not-exist"), std::string::npos);
+  config = small_config();
+  config.max_model_len = 100000;
+  engine = Engine::create(config);
+  ASSERT_FALSE(engine.ok());
+  EXPECT_NE(engine.status().message().find("max_model_len"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace moeserve
