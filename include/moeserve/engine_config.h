@@ -34,7 +34,7 @@ struct EngineConfig {
 
   bool log_steps = false;  // one debug log line per engine step (batch composition)
 
-  Status validate() const;  // defined in engine/engine.cc
+  Status validate() const;  // defined in engine/engine_config.cc
 };
 
 }  // namespace moeserve

@@ -325,9 +325,12 @@ StatusOr<ServeConfig> load_serve_config(const std::string& path) {
   } catch (const nlohmann::json::parse_error& e) {
     const auto [line, column] = line_and_column(text, e.byte);
     std::string what = e.what();
-    // "[json.exception.parse_error.101] parse error at …": keep the part after the id.
-    if (const size_t id_end = what.find("] "); id_end != std::string::npos) {
-      what = what.substr(id_end + 2);
+    // "[json.exception.parse_error.101] parse error at line 3, column 0: syntax error …": keep
+    // what follows the position, which is ours (computed from the byte offset).
+    if (const size_t at = what.find("parse error"); at != std::string::npos) {
+      if (const size_t colon = what.find(": ", at); colon != std::string::npos) {
+        what = what.substr(colon + 2);
+      }
     }
     return absl::InvalidArgumentError(
         absl::StrCat(path, ":", line, ":", column, ": invalid JSON: ", what));
