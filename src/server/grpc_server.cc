@@ -366,8 +366,9 @@ class GenerationService final : public pb::Generation::Service {
     };
     while (true) {
       if (context.IsCancelled()) {
-        if (expired(kDeadlineSlack))
+        if (expired(kDeadlineSlack)) {
           return give_up(absl::DeadlineExceededError("deadline exceeded"));
+        }
         return give_up(absl::CancelledError("the client cancelled the call"));
       }
       Clock::time_point wait_until = Clock::now() + kPollInterval;
