@@ -15,7 +15,8 @@ packages=(
   libgtest-dev libgmock-dev
   libopenblas-dev libpcre2-dev libboost-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
-  nodejs npm
+  nodejs npm                # end-to-end tests with the openai and grpc-js clients
+  python3-yaml curl         # deployment manifest checks; README examples
   clang libclang-rt-14-dev  # libFuzzer targets (scripts/fuzz.sh)
   clang-format clang-tidy   # .clang-format / .clang-tidy
 )

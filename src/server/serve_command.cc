@@ -2,11 +2,15 @@
 // model loads), then the engine, then gRPC; then /health turns 200. SIGTERM or SIGINT drains:
 // health goes 503/NOT_SERVING, new requests get 503/UNAVAILABLE, running requests finish within
 // --shutdown-timeout-s, and the process exits 0. A second signal during the drain stops at once.
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -39,14 +43,38 @@ std::string default_model_dir() {
   return "";
 }
 
-// Waits for SIGTERM/SIGINT (blocked in every thread, so only this wait sees them) for up to
-// `timeout`; returns the signal or 0.
-int wait_signal(const sigset_t& signals, std::chrono::milliseconds timeout) {
-  timespec ts{};
-  ts.tv_sec = static_cast<time_t>(timeout.count() / 1000);
-  ts.tv_nsec = static_cast<long>((timeout.count() % 1000) * 1000000);
-  const int sig = sigtimedwait(&signals, nullptr, &ts);
-  return sig > 0 ? sig : 0;
+// SIGTERM/SIGINT arrive through a self-pipe: the handler (on whichever thread the kernel
+// picks, including threads that libraries started before main) only writes the signal
+// number, and the main thread reads it. A handler, unlike a blocked signal that one thread
+// waits for, cannot be lost or take the default action on a thread that never blocked it.
+int g_signal_pipe[2] = {-1, -1};
+
+void on_signal(int sig) {
+  const unsigned char byte = static_cast<unsigned char>(sig);
+  [[maybe_unused]] const ssize_t n = write(g_signal_pipe[1], &byte, 1);
+}
+
+Status install_signal_handlers() {
+  if (pipe2(g_signal_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
+    return absl::InternalError(absl::StrCat("pipe2: ", std::strerror(errno)));
+  }
+  struct sigaction action {};
+  action.sa_handler = on_signal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  sigaction(SIGTERM, &action, nullptr);
+  sigaction(SIGINT, &action, nullptr);
+  // A client that vanishes mid-write must not kill the process.
+  signal(SIGPIPE, SIG_IGN);
+  return absl::OkStatus();
+}
+
+// Waits up to `timeout` for a signal; returns it, or 0.
+int wait_signal(std::chrono::milliseconds timeout) {
+  pollfd fd{.fd = g_signal_pipe[0], .events = POLLIN, .revents = 0};
+  if (poll(&fd, 1, static_cast<int>(timeout.count())) <= 0) return 0;
+  unsigned char byte = 0;
+  return read(g_signal_pipe[0], &byte, 1) == 1 ? byte : 0;
 }
 
 // Answers while the engine loads: /health 503 (loading), everything else 503 too.
@@ -87,14 +115,10 @@ int run_serve(int argc, char** argv) {
   init_logging(config.log_level);
   MS_LOG_INFO("moeserve serve: settings\n{}", describe(config));
 
-  // Signals go to sigtimedwait below, never to a handler in some thread.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  // A client that vanishes mid-write must not kill the process.
-  signal(SIGPIPE, SIG_IGN);
+  if (const Status installed = install_signal_handlers(); !installed.ok()) {
+    MS_LOG_ERROR("moeserve serve: {}", installed.ToString());
+    return 1;
+  }
 
   std::atomic<OpenAiRoutes*> routes_ptr{nullptr};
   HttpServerOptions http;
@@ -163,7 +187,7 @@ int run_serve(int argc, char** argv) {
   }
 
   int sig = 0;
-  while (sig == 0) sig = wait_signal(signals, std::chrono::milliseconds(1000));
+  while (sig == 0) sig = wait_signal(std::chrono::milliseconds(1000));
   MS_LOG_INFO("moeserve serve: {} received: draining (up to {} s)", strsignal(sig),
               config.shutdown_timeout_s);
   routes.set_draining();
@@ -174,7 +198,7 @@ int run_serve(int argc, char** argv) {
   bool idle = false;
   while (!idle && Clock::now() < deadline) {
     idle = (*engine)->wait_idle(std::min(deadline, Clock::now() + std::chrono::milliseconds(100)));
-    if (!idle && wait_signal(signals, std::chrono::milliseconds(0)) != 0) {
+    if (!idle && wait_signal(std::chrono::milliseconds(0)) != 0) {
       MS_LOG_WARN("moeserve serve: second signal: stopping now");
       break;
     }
