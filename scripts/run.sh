@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Builds moeserve (build/, RelWithDebInfo, CUDA when nvcc is found) and runs it
 # with the given arguments (the README's run command). Without arguments it
-# generates 16 tokens with the tiny DeepSeek-V3 test model on the CPU.
+# starts the daemon (`moeserve serve`) on 127.0.0.1: OpenAI-compatible HTTP on
+# port 8000, gRPC on 50051, serving the tiny DeepSeek-V3 test checkpoint (random
+# weights: the text is gibberish) on the CPU backend. Stop it with Ctrl-C.
 #
-#   scripts/run.sh                                   # the demo below
+#   scripts/run.sh                                   # the daemon, as above
+#   scripts/run.sh serve --model DIR --port 8000     # any model directory
 #   scripts/run.sh generate --model DIR --prompt-ids 1,2,3 --max-tokens 32
 #
 # Build output goes to stderr, so stdout is only the program's.
@@ -17,6 +20,7 @@ cmake -S "${root}" -B "${root}/build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
 cmake --build "${root}/build" -j"$(nproc)" --target moeserve >&2
 
 if (($# == 0)); then
-  set -- generate --model "${root}/tests/data/tiny/v3_tiny" --prompt-ids 1,2,3 --max-tokens 16
+  set -- serve --model "${root}/tests/data/tiny/v3_tiny" \
+    --tokenizer "${root}/tests/data/tiny/tokenizer_512" --served-model-name tiny
 fi
 exec "${root}/build/src/server/moeserve" "$@"

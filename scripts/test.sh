@@ -2,8 +2,9 @@
 # Builds and runs every test this machine can run (the README's test command).
 #
 #   1. build/      RelWithDebInfo, CUDA when nvcc is found, -Werror;
-#                  ctest labels unit, golden and gpu (gpu tests skip themselves
-#                  without a GPU, and ctest lists them as skipped).
+#                  ctest labels unit, golden, e2e and gpu (gpu tests skip themselves
+#                  without a GPU, e2e tests without their npm packages, and ctest
+#                  lists them as skipped).
 #   2. build-asan/ AddressSanitizer + UBSan, CPU only; ctest label unit (the
 #                  bad-input tests live there). Only the unit test targets are built.
 #   3. build-fuzz/ libFuzzer targets for the tokenizer, detokenizer and chat
@@ -22,6 +23,7 @@ step() { printf '\n==> %s\n' "$*"; }
 
 scripts/install_deps.sh
 scripts/fetch_tokenizers.sh || echo "test.sh: reference tokenizers unavailable; their tests will report as skipped" >&2
+scripts/fetch_e2e_deps.sh || echo "test.sh: e2e client packages unavailable; the e2e tests will report as skipped" >&2
 
 # ccache hits across checkouts (CI builds in a fresh clone each time).
 export CCACHE_BASEDIR="${root}" CCACHE_NOHASHDIR=1
@@ -32,9 +34,9 @@ cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DMOESERVE_CUDA=AUTO -DMOESERVE_WERROR=ON -DMOESERVE_SANITIZE=OFF
 step "build build/"
 if cmake --build build -j"${jobs}"; then
-  step "ctest build/ -L unit|golden|gpu"
+  step "ctest build/ -L unit|golden|e2e|gpu"
   ctest --test-dir build --output-on-failure --no-tests=error -j"${jobs}" \
-    -L '^(unit|golden|gpu)$' || failed+=("build/ tests")
+    -L '^(unit|golden|e2e|gpu)$' || failed+=("build/ tests")
 else
   failed+=("build/ build")
 fi

@@ -80,9 +80,9 @@ int wait_signal(std::chrono::milliseconds timeout) {
 // Answers while the engine loads: /health 503 (loading), everything else 503 too.
 void answer_loading(const HttpRequest& request, HttpResponder& responder) {
   responder.send(503, "application/json",
-                 R"({"error":{"message":"the model is loading","type":"service_unavailable",)"
-                 R"("param":null,"code":503}})",
-                 {{"Retry-After", "5"}});
+                 R"({"error":{"message":"the model is loading","type":"server_error",)"
+                 R"("param":null,"code":"service_unavailable"}})",
+                 {{"Retry-After", "1"}});
 }
 
 }  // namespace

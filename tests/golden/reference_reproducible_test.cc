@@ -111,7 +111,9 @@ TEST(ReferenceReproducible, RegeneratedTinyCheckpointsAreByteIdentical) {
     FAIL() << "regeneration failed (exit " << rc << "): " << cmd << "\n" << text;
   }
 
-  const std::set<std::string> want = ListFiles(committed);
+  std::set<std::string> want = ListFiles(committed);
+  // tokenizer_512/ comes from tests/reference/make_tokenizer.py, not from these scripts.
+  std::erase_if(want, [](const std::string& f) { return f.starts_with("tokenizer_512/"); });
   const std::set<std::string> got = ListFiles(out);
   for (const auto& f : want) {
     if (!got.count(f)) ADD_FAILURE() << "tests/data/tiny/" << f << " was not regenerated";
