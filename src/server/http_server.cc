@@ -117,8 +117,8 @@ struct Exchange {
   std::atomic<size_t> pending_bytes{0};
   // Strand only.
   bool close_after = false;   // close the connection once the response is written
-  bool final_queued = false;  // the response's last piece is in the write queue
   bool linger = false;        // … after reading and dropping what the client still sends
+  bool final_queued = false;  // the response's last piece is in the write queue
 };
 
 // One piece of output in a connection's write queue.
@@ -140,6 +140,8 @@ class Session : public std::enable_shared_from_this<Session> {
       : state_(std::move(state)), ioc_(std::move(ioc)), stream_(std::move(socket)) {
     executor_ = stream_.get_executor();
     beast::error_code ec;
+    // Stream chunks are small and latency matters: no Nagle delay behind a delayed ACK.
+    stream_.socket().set_option(tcp::no_delay(true), ec);
     const tcp::endpoint peer = stream_.socket().remote_endpoint(ec);
     if (!ec) {
       const std::string ip = peer.address().to_string();
