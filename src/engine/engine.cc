@@ -724,6 +724,13 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
                      " KV blocks of ", bytes_per_block, " bytes; need at least one"));
   }
   info.n_kv_blocks = static_cast<int>(n_blocks);
+  if (n_blocks * config.block_size < info.max_model_len) {
+    // Otherwise a request that fits the context could still never fit the cache.
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the KV cache holds ", n_blocks * config.block_size, " tokens (", n_blocks, " blocks of ",
+        config.block_size, "), less than max_model_len = ", info.max_model_len,
+        "; raise kv_cache_memory_mb / kv_cache_blocks or lower max_model_len"));
+  }
 
   SchedulerConfig sc;
   sc.n_blocks = info.n_kv_blocks;

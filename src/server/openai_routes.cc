@@ -12,6 +12,7 @@
 #include "common/logging.h"
 #include "common/metrics.h"
 #include "server/openai_protocol.h"
+#include "server/openai_responses.h"
 #include "tokenizer/tokenizer.h"
 
 namespace moeserve {
@@ -103,7 +104,9 @@ class GenerationCall : public std::enable_shared_from_this<GenerationCall> {
     stream_done_.assign(streams_.size(), false);
     if (setup_.stream) reply_.responder->start_stream("text/event-stream");
     auto self = shared_from_this();
-    for (const auto& s : streams_) s->set_listener([self] { self->drain(); });
+    // A listener may run (and finish the call, releasing streams_) before the loop ends.
+    const std::vector<std::shared_ptr<TokenStream>> streams = streams_;
+    for (const auto& s : streams) s->set_listener([self] { self->drain(); });
     std::weak_ptr<GenerationCall> weak = self;
     reply_.responder->on_close([weak] {
       if (auto call = weak.lock()) call->on_disconnect();
@@ -475,10 +478,14 @@ void OpenAiRoutes::generate(const HttpRequest& request, std::shared_ptr<HttpResp
       return refuse(from_status(prompt.status()));
     }
     options = parsed.options;
-    // Left out, max_tokens is what the context leaves (the engine refuses a prompt that
-    // leaves nothing).
-    options.sampling.max_tokens = parsed.max_tokens.value_or(
-        std::max<int>(1, info.max_model_len - static_cast<int>(prompt->ids.size())));
+    // Left out, max_tokens is what the context (and the whole KV cache, if smaller) leaves;
+    // the engine refuses a prompt that leaves nothing.
+    int64_t capacity = info.max_model_len;
+    if (info.n_kv_blocks > 0 && info.block_size > 0) {
+      capacity = std::min<int64_t>(capacity, int64_t{info.n_kv_blocks} * info.block_size);
+    }
+    options.sampling.max_tokens = parsed.max_tokens.value_or(static_cast<int>(
+        std::max<int64_t>(1, capacity - static_cast<int64_t>(prompt->ids.size()))));
     max_tokens_param = parsed.max_tokens_param;
     setup.meta.model = parsed.model;
     GenerateRequest r = base_request(id, options, options_, start);

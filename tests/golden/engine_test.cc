@@ -179,6 +179,7 @@ TEST(EngineTest, ConcurrentRequestsShareStepsAndEachMatchesItsSoloRun) {
 TEST(EngineTest, PreemptionUnderATinyCacheKeepsOutputsExact) {
   EngineConfig config = small_config();
   config.kv_cache_blocks = 24;  // 96 token slots for 8 requests of up to 30 tokens
+  config.max_model_len = 96;
   auto engine = make_engine(config);
   ASSERT_NE(engine, nullptr);
   std::vector<GenerateRequest> requests;
