@@ -14,6 +14,7 @@
 
 #include "common/logging.h"
 #include "common/metrics.h"
+#include "engine/engine_metrics.h"
 #include "engine/logits_processor.h"
 #include "engine/model_runner.h"
 #include "engine/reasoning_parser.h"
@@ -28,19 +29,6 @@ namespace moeserve {
 namespace {
 
 double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
-
-// Bucket bounds of vLLM's histograms, so dashboards built for it read ours the same way.
-const std::vector<double> kTtftBuckets = {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1,
-                                          0.25,  0.5,   0.75, 1.0,  2.5,  5.0,  7.5,  10.0,
-                                          20.0,  40.0,  80.0, 160., 640., 2560.};
-const std::vector<double> kItlBuckets = {0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2,  0.3,  0.4, 0.5,
-                                         0.75, 1.0,   2.5,  5.0,   7.5, 10.0, 20.0, 40.0, 80.0};
-const std::vector<double> kRequestBuckets = {0.3,  0.5,  0.8,  1.0,  1.5,  2.0,   2.5,
-                                             5.0,  10.0, 15.0, 20.0, 30.0, 40.0,  50.0,
-                                             60.0, 120., 240., 480., 960., 1920., 7680.};
-const std::vector<double> kBatchBuckets = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512};
-const std::vector<double> kStepBuckets = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-                                          0.1,   0.25,   0.5,   1.0,  2.5,   5.0};
 
 // EOS ids: generation_config.json's eos_token_id (an id or a list), else config.json's, else
 // the tokenizer's.
@@ -90,7 +78,7 @@ struct SeqState {
   TokenCounts counts;
   IncrementalDetokenizer detokenizer;
   std::optional<ReasoningParser> reasoning;
-  bool finished = false;
+  std::optional<FinishReason> finish;  // set when the sequence ended
   Clock::time_point last_token_time{};
   int n_generated = 0;
 };
@@ -107,7 +95,6 @@ struct RequestState {
   Clock::time_point arrival{};
   Clock::time_point first_scheduled{};
   std::optional<Clock::time_point> first_token;
-  std::map<FinishReason, int> finish_counts;
 };
 
 class EngineImpl final : public Engine {
@@ -121,8 +108,8 @@ class EngineImpl final : public Engine {
         tokenizer_(std::move(tokenizer)),
         cache_(std::move(cache)),
         scheduler_(std::move(scheduler)),
-        info_(std::move(info)) {
-    register_metrics();
+        info_(std::move(info)),
+        m_(EngineMetrics::create(metrics_, info_.id, [this] { return stats(); })) {
     update_stats(0);
     thread_ = std::thread([this] { loop(); });
   }
@@ -163,23 +150,6 @@ class EngineImpl final : public Engine {
   MetricsRegistry& metrics() override { return metrics_; }
 
  private:
-  struct Metrics {
-    Counter* prompt_tokens;
-    Counter* generation_tokens;
-    Counter* preemptions;
-    Counter* prefix_queries;
-    Counter* prefix_hits;
-    Counter* steps;
-    Histogram* ttft;
-    Histogram* itl;
-    Histogram* e2e;
-    Histogram* queue_time;
-    Histogram* step_seqs;
-    Histogram* step_tokens;
-    Histogram* step_time;
-  };
-
-  void register_metrics();
   void loop();
   void take_inbox();
   void check_deadlines();
@@ -199,7 +169,7 @@ class EngineImpl final : public Engine {
   Scheduler scheduler_;  // engine thread only
   const ModelInfo info_;
   MetricsRegistry metrics_;
-  Metrics m_{};
+  EngineMetrics m_;
 
   // Front ends ↔ engine thread.
   mutable std::mutex mu_;
@@ -221,59 +191,6 @@ class EngineImpl final : public Engine {
   SchedulerStats last_sched_{};
   std::thread thread_;
 };
-
-void EngineImpl::register_metrics() {
-  const MetricLabels model = {{"model_name", info_.id}};
-  m_.prompt_tokens = &metrics_.counter("vllm:prompt_tokens", "Prefill tokens processed.", model);
-  m_.generation_tokens =
-      &metrics_.counter("vllm:generation_tokens", "Generation tokens processed.", model);
-  m_.preemptions = &metrics_.counter("vllm:num_preemptions",
-                                     "Sequences preempted (KV blocks freed, recomputed).", model);
-  m_.prefix_queries = &metrics_.counter("vllm:prefix_cache_queries",
-                                        "Prefix cache queries, in prompt tokens looked up.", model);
-  m_.prefix_hits = &metrics_.counter("vllm:prefix_cache_hits",
-                                     "Prefix cache hits, in prompt tokens found cached.", model);
-  for (const char* reason : {"stop", "length", "abort", "error"}) {
-    metrics_.counter("vllm:request_success", "Finished requests, by finish reason.",
-                     {{"model_name", info_.id}, {"finished_reason", reason}});
-  }
-  m_.ttft =
-      &metrics_.histogram("vllm:time_to_first_token_seconds",
-                          "Time from arrival to the first generated token.", kTtftBuckets, model);
-  m_.itl =
-      &metrics_.histogram("vllm:inter_token_latency_seconds",
-                          "Time between consecutive tokens of a sequence.", kItlBuckets, model);
-  m_.e2e = &metrics_.histogram("vllm:e2e_request_latency_seconds",
-                               "Time from arrival to the last token.", kRequestBuckets, model);
-  m_.queue_time =
-      &metrics_.histogram("vllm:request_queue_time_seconds",
-                          "Time from arrival to first being scheduled.", kRequestBuckets, model);
-  m_.steps = &metrics_.counter("moeserve:engine_steps", "Engine steps run.", model);
-  m_.step_seqs = &metrics_.histogram("moeserve:step_sequences", "Sequences carried by one step.",
-                                     kBatchBuckets, model);
-  m_.step_tokens = &metrics_.histogram("moeserve:step_tokens", "Tokens computed by one step.",
-                                       kBatchBuckets, model);
-  m_.step_time = &metrics_.histogram("moeserve:step_duration_seconds",
-                                     "Wall time of one engine step.", kStepBuckets, model);
-  auto stat = [this](auto field) {
-    return [this, field] {
-      std::lock_guard<std::mutex> lock(mu_);
-      return static_cast<double>(stats_.*field);
-    };
-  };
-  metrics_.gauge_fn("vllm:num_requests_running", "Sequences holding KV blocks.", model,
-                    stat(&EngineStats::n_running));
-  metrics_.gauge_fn("vllm:num_requests_waiting", "Sequences waiting to be scheduled.", model,
-                    stat(&EngineStats::n_waiting));
-  metrics_.gauge_fn("vllm:kv_cache_usage_perc", "Fraction of KV-cache blocks in use (0-1).", model,
-                    stat(&EngineStats::kv_usage));
-  metrics_.gauge_fn("moeserve:kv_cache_blocks", "KV-cache blocks in total.", model,
-                    stat(&EngineStats::n_blocks));
-  metrics_.gauge_fn("moeserve:kv_cache_blocks_used", "KV-cache blocks referenced.", model,
-                    stat(&EngineStats::n_blocks_used));
-  metrics_.gauge_fn("moeserve:requests_unfinished", "Requests submitted and not yet finished.",
-                    model, stat(&EngineStats::n_requests));
-}
 
 StatusOr<std::shared_ptr<TokenStream>> EngineImpl::submit(GenerateRequest request) {
   const SchedulerConfig& sc = scheduler_.config();  // immutable after construction
@@ -302,7 +219,7 @@ StatusOr<std::shared_ptr<TokenStream>> EngineImpl::submit(GenerateRequest reques
     return absl::InvalidArgumentError(
         absl::StrCat("prompt + max_tokens = ", n_total, " tokens needs ", blocks,
                      " KV-cache blocks but the whole cache has ", sc.n_blocks, " (",
-                     sc.n_blocks * sc.block_size, " tokens)"));
+                     int64_t{sc.n_blocks} * sc.block_size, " tokens)"));
   }
 
   auto state = std::make_unique<RequestState>();
@@ -454,6 +371,10 @@ void EngineImpl::step() {
     MS_CHECK(scheduler_.on_step_done({}).ok(), "step after failure");
     return;
   }
+  MS_CHECK(logits->dim(0) == static_cast<int64_t>(plan.seqs.size()) &&
+               logits->dim(1) == info_.vocab_size && logits->dtype() == DType::kF32,
+           "run_step returned logits of shape [", logits->dim(0), ", ", logits->dim(1), "] for ",
+           plan.seqs.size(), " sequences");
   const int64_t vocab = logits->dim(1);
   const float* rows = logits->data<float>();
   const Clock::time_point now = Clock::now();
@@ -576,8 +497,8 @@ void EngineImpl::step() {
 
 void EngineImpl::finish_seq(RequestState& r, int index, TokenEvent event, FinishReason reason) {
   SeqState& q = *r.seqs.at(static_cast<size_t>(index));
-  MS_CHECK(!q.finished, "sequence finished twice");
-  q.finished = true;
+  MS_CHECK(!q.finish.has_value(), "sequence finished twice");
+  q.finish = reason;
   // Text held back (a possible stop-string start, an incomplete character) is released.
   std::string tail = q.detokenizer.finish();
   if (q.reasoning.has_value()) {
@@ -590,7 +511,6 @@ void EngineImpl::finish_seq(RequestState& r, int index, TokenEvent event, Finish
   }
   event.index = index;
   event.finish = reason;
-  ++r.finish_counts[reason];
   ++r.n_finished;
   if (r.n_finished == static_cast<int>(r.seqs.size())) {
     Usage usage;
@@ -601,13 +521,16 @@ void EngineImpl::finish_seq(RequestState& r, int index, TokenEvent event, Finish
     const int64_t id = r.id;
     const Clock::time_point now = Clock::now();
     m_.e2e->observe(seconds(now - r.arrival));
-    // The request's finish reason: the first sequence's unless some failed or were aborted.
-    FinishReason overall = r.finish_counts.begin()->first;
-    for (const auto& [fr, n] : r.finish_counts) overall = std::max(overall, fr);
-    metrics_
-        .counter("vllm:request_success", "",
-                 {{"model_name", info_.id}, {"finished_reason", finish_reason_name(overall)}})
-        .inc();
+    // The request's finish reason: an error if any sequence failed, else an abort if any was
+    // aborted, else the first sequence's.
+    FinishReason overall = *r.seqs[0]->finish;
+    for (const auto& s : r.seqs) {
+      if (*s->finish == FinishReason::kError ||
+          (*s->finish == FinishReason::kAbort && overall != FinishReason::kError)) {
+        overall = *s->finish;
+      }
+    }
+    m_.request_success.at(static_cast<size_t>(overall))->inc();
     // Front ends log one line per request (route, status); this is the engine's view of it.
     MS_LOG_DEBUG(
         "request {} ({}): prompt {} tokens ({} cached), completion {} tokens, n {}, queue "
@@ -619,15 +542,16 @@ void EngineImpl::finish_seq(RequestState& r, int index, TokenEvent event, Finish
         1e3 * seconds(now - r.arrival), finish_reason_name(overall), event.error.ok() ? "" : ": ",
         event.error.ok() ? "" : event.error.ToString());
     auto stream = r.stream;
-    const bool started = r.started;
-    requests_.erase(id);  // `r` is gone from here on
-    stream->push(std::move(event));
     {
+      // Counted out before the client can see the final event, so a resubmit right after it
+      // finds the request gone from the queue and the stats.
       std::lock_guard<std::mutex> lock(mu_);
       --n_unfinished_;
-      if (!started) --n_unstarted_;
+      if (!r.started) --n_unstarted_;
       stats_.n_requests = n_unfinished_;
     }
+    requests_.erase(id);  // `r` is gone from here on
+    stream->push(std::move(event));
     idle_cv_.notify_all();
     return;
   }
@@ -637,10 +561,11 @@ void EngineImpl::finish_seq(RequestState& r, int index, TokenEvent event, Finish
 void EngineImpl::finish_request(RequestState& r, FinishReason reason, const Status& why) {
   scheduler_.abort(r.id);
   const int64_t id = r.id;
-  for (size_t i = 0; i < r.seqs.size(); ++i) {
+  const size_t n = r.seqs.size();  // `r` is freed once its last sequence finishes
+  for (size_t i = 0; i < n; ++i) {
     const auto it = requests_.find(id);
     if (it == requests_.end()) return;  // the last sequence completed the request
-    if (it->second->seqs[i]->finished) continue;
+    if (it->second->seqs[i]->finish.has_value()) continue;
     TokenEvent event;
     event.error = why;
     finish_seq(*it->second, static_cast<int>(i), std::move(event), reason);

@@ -1,4 +1,7 @@
 // TokenStream: the per-request event queue between the engine thread and a front end.
+#include <exception>
+
+#include "common/logging.h"
 #include "moeserve/engine.h"
 
 namespace moeserve {
@@ -57,7 +60,13 @@ void TokenStream::push(TokenEvent event) {
     listener = listener_;
   }
   cv_.notify_all();
-  if (listener) listener();
+  if (!listener) return;
+  // A throwing listener is a front-end bug; it must not take the engine thread down.
+  try {
+    listener();
+  } catch (const std::exception& e) {
+    MS_LOG_ERROR("TokenStream {}: listener threw: {}", id_, e.what());
+  }
 }
 
 }  // namespace moeserve

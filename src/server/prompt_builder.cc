@@ -134,6 +134,8 @@ StatusOr<Prompt> PromptBuilder::from_messages(const std::vector<ChatMessage>& me
 }
 
 StatusOr<Prompt> PromptBuilder::from_text(std::string_view text, bool add_special_tokens) const {
+  // An empty prompt would be only the BOS token: refused, as OpenAI's API does.
+  if (text.empty()) return absl::InvalidArgumentError("prompt: must not be empty");
   Prompt prompt;
   prompt.text = std::string(text);
   // Special-token text in a raw prompt is matched, as vLLM and llama.cpp's server do.

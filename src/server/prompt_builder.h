@@ -44,7 +44,7 @@ class PromptBuilder {
   // added). InvalidArgument: no messages, an unknown role, or a template error.
   StatusOr<Prompt> from_messages(const std::vector<ChatMessage>& messages,
                                  bool add_generation_prompt) const;
-  // Encodes text. InvalidArgument when it encodes to no tokens.
+  // Encodes text. InvalidArgument when it is empty or encodes to no tokens.
   StatusOr<Prompt> from_text(std::string_view text, bool add_special_tokens) const;
   // Checks ids: non-empty, each in [0, vocab). The message names the first bad id and index.
   StatusOr<Prompt> from_ids(std::span<const int64_t> ids) const;

@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -50,8 +51,10 @@ std::string default_model_dir() {
 int g_signal_pipe[2] = {-1, -1};
 
 void on_signal(int sig) {
+  const int saved_errno = errno;
   const unsigned char byte = static_cast<unsigned char>(sig);
   [[maybe_unused]] const ssize_t n = write(g_signal_pipe[1], &byte, 1);
+  errno = saved_errno;
 }
 
 Status install_signal_handlers() {
@@ -64,8 +67,6 @@ Status install_signal_handlers() {
   action.sa_flags = SA_RESTART;
   sigaction(SIGTERM, &action, nullptr);
   sigaction(SIGINT, &action, nullptr);
-  // A client that vanishes mid-write must not kill the process.
-  signal(SIGPIPE, SIG_IGN);
   return absl::OkStatus();
 }
 
@@ -113,12 +114,9 @@ int run_serve(int argc, char** argv) {
     return 2;
   }
   init_logging(config.log_level);
+  // A client that vanishes mid-write must not kill the process.
+  signal(SIGPIPE, SIG_IGN);
   MS_LOG_INFO("moeserve serve: settings\n{}", describe(config));
-
-  if (const Status installed = install_signal_handlers(); !installed.ok()) {
-    MS_LOG_ERROR("moeserve serve: {}", installed.ToString());
-    return 1;
-  }
 
   std::atomic<OpenAiRoutes*> routes_ptr{nullptr};
   HttpServerOptions http;
@@ -159,9 +157,9 @@ int run_serve(int argc, char** argv) {
     MS_LOG_WARN("{}/tokenizer_config.json has no chat_template: /v1/chat/completions is off",
                 tokenizer_dir);
   }
-  OpenAiRoutes routes(**engine, **prompts, {.request_timeout_s = config.request_timeout_s});
-  routes.set_ready(true);
-  routes_ptr.store(&routes);
+  auto routes = std::make_unique<OpenAiRoutes>(
+      **engine, **prompts, OpenAiRoutesOptions{.request_timeout_s = config.request_timeout_s});
+  routes->set_ready(true);
 
   std::unique_ptr<GrpcServer> grpc_server;
   if (config.grpc_port >= 0) {
@@ -178,6 +176,12 @@ int run_serve(int argc, char** argv) {
     }
     grpc_server = std::move(*started);
   }
+  // Until here a signal takes its default action: nothing is running that needs draining.
+  if (const Status installed = install_signal_handlers(); !installed.ok()) {
+    MS_LOG_ERROR("moeserve serve: {}", installed.ToString());
+    return 1;
+  }
+  routes_ptr.store(routes.get());
   const ModelInfo& info = (*engine)->model_info();
   MS_LOG_INFO("moeserve serve: model '{}' on {}; listening on http://{}:{} (OpenAI API: /v1)",
               info.id, info.backend, config.host, (*http_server)->port());
@@ -190,12 +194,12 @@ int run_serve(int argc, char** argv) {
   while (sig == 0) sig = wait_signal(std::chrono::milliseconds(1000));
   MS_LOG_INFO("moeserve serve: {} received: draining (up to {} s)", strsignal(sig),
               config.shutdown_timeout_s);
-  routes.set_draining();
+  routes->set_draining();
   if (grpc_server) grpc_server->set_serving(false);
   (*engine)->stop_accepting();
   const auto deadline = Clock::now() + std::chrono::milliseconds(
                                            static_cast<int64_t>(config.shutdown_timeout_s * 1e3));
-  bool idle = false;
+  bool idle = (*engine)->wait_idle(Clock::now());
   while (!idle && Clock::now() < deadline) {
     idle = (*engine)->wait_idle(std::min(deadline, Clock::now() + std::chrono::milliseconds(100)));
     if (!idle && wait_signal(std::chrono::milliseconds(0)) != 0) {
@@ -211,6 +215,7 @@ int run_serve(int argc, char** argv) {
   routes_ptr.store(nullptr);
   http_server->reset();  // closes connections, joins the I/O threads
   grpc_server.reset();
+  routes.reset();
   engine->reset();  // aborts whatever is left
   MS_LOG_INFO("moeserve serve: stopped");
   return 0;

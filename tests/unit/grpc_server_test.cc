@@ -360,6 +360,10 @@ TEST_F(GrpcServerTest, BadInputIsRefusedBeforeTheEngine) {
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_NE(status.error_message().find("input"), std::string::npos);
 
+  status = generate(text_request(""), &response);  // as REST: an empty prompt is refused
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(status.error_message().find("must not be empty"), std::string::npos);
+
   pb::GenerateRequest other_model = text_request("hi");
   other_model.set_model("gpt-4");
   status = generate(other_model, &response);

@@ -196,9 +196,11 @@ class FakeOpenAiServer {
                                   .dump() +
                               "\n\n");
     }
+    // Counted out before the client can see the end of the stream: it may start its next
+    // request as soon as it reads [DONE].
+    --in_flight_;
     write_chunk(socket, "data: [DONE]\n\n");
     write_chunk(socket, "");  // the terminating chunk
-    --in_flight_;
   }
 
   FakeBehaviour b_;

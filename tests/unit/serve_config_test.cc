@@ -9,7 +9,6 @@
 #include <filesystem>
 #include <fstream>
 #include <optional>
-#include <regex>
 #include <set>
 #include <sstream>
 #include <string>
@@ -508,16 +507,18 @@ TEST_F(ServeConfigTest, TinyCpuConfigMatchesItsArithmetic) {
   EXPECT_EQ(c->engine.kv_cache_blocks * c->engine.block_size, c->engine.max_num_seqs * 256);
 }
 
-// The flags in a usage text or in the doc's table, as `--name` (`--[no-]name` → `--name`).
-std::set<std::string> flags_in(const std::string& text, const std::regex& line_re) {
+// The flags in a usage text or in the doc's table: lines that start with `prefix` and then
+// `--name` or `--[no-]name` (returned as `--name`).
+std::set<std::string> flags_in(const std::string& text, const std::string& prefix) {
   std::set<std::string> flags;
   std::istringstream in(text);
   for (std::string line; std::getline(in, line);) {
-    std::smatch m;
-    if (!std::regex_search(line, m, line_re)) continue;
-    std::string flag = m[1].str();
-    if (flag.rfind("--[no-]", 0) == 0) flag = "--" + flag.substr(7);
-    flags.insert(flag);
+    if (line.rfind(prefix + "--", 0) != 0) continue;
+    size_t i = prefix.size() + 2;
+    if (line.compare(i, 5, "[no-]") == 0) i += 5;
+    const size_t begin = i;
+    while (i < line.size() && ((line[i] >= 'a' && line[i] <= 'z') || line[i] == '-')) ++i;
+    if (i > begin) flags.insert("--" + line.substr(begin, i - begin));
   }
   return flags;
 }
@@ -532,11 +533,9 @@ std::string read_doc() {
 TEST_F(ServeConfigTest, DocsListExactlyTheFlagsOfTheUsage) {
   const std::string doc = read_doc();
   ASSERT_FALSE(doc.empty()) << "docs/configuration.md is missing";
-  const std::set<std::string> in_usage =
-      flags_in(serve_usage(), std::regex(R"(^  (--(?:\[no-\])?[a-z][a-z-]*))"));
+  const std::set<std::string> in_usage = flags_in(serve_usage(), "  ");
   // Table rows: | `--flag VALUE` | `key` | default | meaning |
-  const std::set<std::string> in_doc =
-      flags_in(doc, std::regex(R"(^\| `(--(?:\[no-\])?[a-z][a-z-]*))"));
+  const std::set<std::string> in_doc = flags_in(doc, "| `");
   EXPECT_GE(in_usage.size(), 30u);
   EXPECT_EQ(in_usage, in_doc);
 }
@@ -545,10 +544,18 @@ TEST_F(ServeConfigTest, DocsListExactlyTheConfigKeys) {
   const std::string doc = read_doc();
   std::set<std::string> in_doc;
   std::istringstream in(doc);
-  const std::regex row(R"(^\| `--[^`]*` \| `([a-z_]+)` \|)");
+  // Table rows: | `--flag VALUE` | `key` | default | meaning |
   for (std::string line; std::getline(in, line);) {
-    std::smatch m;
-    if (std::regex_search(line, m, row)) in_doc.insert(m[1].str());
+    if (line.rfind("| `--", 0) != 0) continue;
+    const size_t key = line.find("` | `");
+    if (key == std::string::npos) continue;
+    const size_t end = line.find('`', key + 5);
+    if (end == std::string::npos) continue;
+    const std::string name = line.substr(key + 5, end - key - 5);
+    if (!name.empty() &&
+        name.find_first_not_of("abcdefghijklmnopqrstuvwxyz_") == std::string::npos) {
+      in_doc.insert(name);
+    }
   }
   const std::string error = load_error(R"({"?": 0})");
   const std::vector<std::string> keys =
