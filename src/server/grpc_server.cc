@@ -17,6 +17,7 @@
 #include "common/status.h"
 #include "moeserve/v1/generation.grpc.pb.h"
 #include "moeserve/v1/generation.pb.h"
+#include "server/api_key.h"
 #include "server/prompt_builder.h"
 #include "tokenizer/tokenizer.h"
 #include <grpc/grpc.h>
@@ -39,16 +40,6 @@ constexpr auto kPollInterval = std::chrono::milliseconds(50);
 // A cancellation this close to the call's deadline is the deadline's: the client's own timer
 // fires a moment before the server's copy of the deadline.
 constexpr auto kDeadlineSlack = std::chrono::milliseconds(200);
-
-// Compares in time that depends only on the lengths, not on where the strings differ.
-bool constant_time_equal(std::string_view given, std::string_view expected) {
-  unsigned char diff = given.size() != expected.size() ? 1 : 0;
-  for (size_t i = 0; i < expected.size(); ++i) {
-    const char g = i < given.size() ? given[i] : '\0';
-    diff |= static_cast<unsigned char>(g ^ expected[i]);
-  }
-  return diff == 0;
-}
 
 // "gen-" and 24 random hex digits, for requests that bring no request_id.
 std::string make_request_id() {
@@ -270,7 +261,7 @@ class GenerationService final : public pb::Generation::Service {
                           "missing API key: send metadata \"authorization: Bearer <key>\"");
     }
     const std::string_view given(it->second.data(), it->second.size());
-    if (!constant_time_equal(given, expected_authorization_)) {
+    if (!bearer_matches(given, options_.api_key)) {
       return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "invalid API key");
     }
     return grpc::Status::OK;
@@ -409,7 +400,6 @@ class GenerationService final : public pb::Generation::Service {
   Engine& engine_;
   const PromptBuilder& prompts_;
   const GrpcServerOptions options_;
-  const std::string expected_authorization_ = absl::StrCat("Bearer ", options_.api_key);
 };
 
 GrpcServer::GrpcServer() = default;

@@ -24,6 +24,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
 #include "common/status.h"
+#include "server/api_key.h"
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -75,17 +76,6 @@ std::string error_body(const std::string& message, const std::string& type, nloh
       {"error",
        {{"message", message}, {"type", type}, {"param", nullptr}, {"code", std::move(code)}}}};
   return body.dump();
-}
-
-// Compares without an early exit over the bytes, so the time taken does not tell how much of a
-// guessed key was right.
-bool keys_equal(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  unsigned diff = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    diff |= static_cast<unsigned char>(a[i]) ^ static_cast<unsigned char>(b[i]);
-  }
-  return diff == 0;
 }
 
 class Session;
@@ -435,9 +425,7 @@ class Session : public std::enable_shared_from_this<Session> {
       if (request.path == path) return true;
     }
     const std::string* value = request.header("authorization");
-    constexpr std::string_view kScheme = "Bearer ";
-    if (value == nullptr || value->compare(0, kScheme.size(), kScheme) != 0) return false;
-    return keys_equal(std::string_view(*value).substr(kScheme.size()), options.api_key);
+    return value != nullptr && bearer_matches(*value, options.api_key);
   }
 
   void respond_preflight(const std::shared_ptr<Exchange>& ex, const HttpRequest& request) {
