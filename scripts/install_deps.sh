@@ -4,6 +4,9 @@
 #   scripts/install_deps.sh               # build + test dependencies
 #   scripts/install_deps.sh --with-torch  # also PyTorch + NumPy (only to regenerate
 #                                         # tests/reference outputs; tests do not need them)
+#   scripts/install_deps.sh --with-training  # also what training/tiny/train.py needs to
+#                                         # retrain models/tiny: PyTorch, NumPy, python3-regex
+#                                         # and the corpus, python3.11-doc
 #
 # Idempotent: when everything is already installed it runs no apt-get at all.
 # CUDA 13 is not installed here; it is expected in /usr/local/cuda when present.
@@ -24,12 +27,13 @@ packages=(
 for arg in "$@"; do
   case "${arg}" in
     --with-torch) packages+=(python3-torch python3-numpy) ;;
+    --with-training) packages+=(python3-torch python3-numpy python3-regex python3.11-doc) ;;
     -h | --help)
-      sed -n '2,9p' "$0"
+      sed -n '2,12p' "$0"
       exit 0
       ;;
     *)
-      echo "install_deps.sh: unknown argument '${arg}' (expected --with-torch)" >&2
+      echo "install_deps.sh: unknown argument '${arg}' (expected --with-torch or --with-training)" >&2
       exit 2
       ;;
   esac

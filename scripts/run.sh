@@ -2,8 +2,9 @@
 # Builds moeserve (build/, RelWithDebInfo, CUDA when nvcc is found) and runs it
 # with the given arguments (the README's run command). Without arguments it
 # starts the daemon (`moeserve serve`) on 127.0.0.1: OpenAI-compatible HTTP on
-# port 8000, gRPC on 50051, serving the tiny DeepSeek-V3 test checkpoint (random
-# weights: the text is gibberish) on the CPU backend. Stop it with Ctrl-C.
+# port 8000, gRPC on 50051, serving the bundled trained tiny DeepSeek-V3 model
+# (models/tiny) as model "tiny", on the GPU when CUDA is built and a GPU is
+# usable, else on the CPU. Stop it with Ctrl-C.
 #
 #   scripts/run.sh                                   # the daemon, as above
 #   scripts/run.sh serve --model DIR --port 8000     # any model directory
@@ -20,7 +21,6 @@ cmake -S "${root}" -B "${root}/build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
 cmake --build "${root}/build" -j"$(nproc)" --target moeserve >&2
 
 if (($# == 0)); then
-  set -- serve --model "${root}/tests/data/tiny/v3_tiny" \
-    --tokenizer "${root}/tests/data/tiny/tokenizer_512" --served-model-name tiny
+  set -- serve
 fi
 exec "${root}/build/src/server/moeserve" "$@"

@@ -14,9 +14,13 @@ StatusOr<std::unique_ptr<Backend>> create_backend(const std::string& kind, int n
 #ifdef MOESERVE_HAVE_CUDA
     if (cuda_device_count() > 0) {
       auto cuda = create_cuda_backend();
-      if (cuda.ok() || kind == "cuda") return cuda;
-      MS_LOG_WARN("backend auto: CUDA unavailable ({}); using the CPU backend",
-                  std::string(cuda.status().message()));
+      if (kind == "cuda" || (cuda.ok() && (*cuda)->runs_models())) return cuda;
+      if (cuda.ok()) {
+        MS_LOG_WARN("backend auto: the CUDA backend cannot run a model yet; using the CPU backend");
+      } else {
+        MS_LOG_WARN("backend auto: CUDA unavailable ({}); using the CPU backend",
+                    std::string(cuda.status().message()));
+      }
     } else if (kind == "cuda") {
       return absl::FailedPreconditionError("backend 'cuda': no CUDA device found");
     }

@@ -57,6 +57,9 @@ class Backend {
 
   virtual std::string name() const = 0;
   virtual Device device() const = 0;
+  // Whether every op below is implemented, so the backend can run a whole model.
+  // `auto` backend selection only picks a backend that can.
+  virtual bool runs_models() const { return true; }
 
   // ---- memory -----------------------------------------------------------------
   // Contiguous, uninitialised tensor on this backend.
@@ -118,7 +121,8 @@ class Backend {
                        const Tensor& w_gate_up, const Tensor& w_down, const Tensor& out) = 0;
 };
 
-// "cpu", "cuda" or "auto" (CUDA when a GPU is present and the build has it).
+// "cpu", "cuda" or "auto" (CUDA when the build has it, a GPU is present and the
+// CUDA backend runs_models(); otherwise the CPU).
 StatusOr<std::unique_ptr<Backend>> create_backend(const std::string& kind, int n_threads = 0);
 
 }  // namespace moeserve

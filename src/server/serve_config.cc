@@ -47,7 +47,7 @@ const Option kOptions[] = {
      "the model directory", MS_FIELD(engine.tokenizer_dir)},
     {"served_model_name", "NAME", "model id of the API", "the model directory's name",
      MS_FIELD(engine.served_model_name)},
-    {"backend", "NAME", "cpu, cuda or auto (CUDA when a GPU is usable)", nullptr,
+    {"backend", "NAME", "cpu, cuda or auto (CUDA when usable and able to run models)", nullptr,
      MS_FIELD(engine.backend)},
     {"threads", "N", "CPU backend threads; 0 = all cores", nullptr, MS_FIELD(engine.threads)},
     {"block_size", "N", "tokens per KV-cache block, in [1, 1024]", nullptr,

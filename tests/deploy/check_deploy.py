@@ -5,10 +5,10 @@
 
 ctest runs it as `deploy_manifests` (label unit). Standard library and python3-yaml only. It
 runs `moeserve serve --help` for the flags and their defaults, then starts the daemon with the
-Deployment's own arguments and config file (tiny model, CPU, free 127.0.0.1 ports) and checks:
+Deployment's own arguments and config file (bundled model, CPU, free 127.0.0.1 ports) and checks:
 
-  Dockerfiles   COPY/ADD sources exist in the repository and survive .dockerignore (except
-                PENDING_PATHS), `scripts/...` they run exist and are executable, every cmake -D
+  Dockerfiles   COPY/ADD sources exist in the repository and survive .dockerignore (the bundled
+                model with all its files), `scripts/...` they run exist and are executable, every cmake -D
                 variable is one the build defines, the binary's path matches the build target,
                 the bundled model lands where the daemon looks for it, ENTRYPOINT/CMD flags
                 exist, EXPOSE and HEALTHCHECK use the daemon's ports and /health, STOPSIGNAL is
@@ -53,20 +53,14 @@ except ImportError:
     print("check_deploy.py: SKIPPED: python3-yaml is not installed (apt-get install python3-yaml)")
     sys.exit(77)
 
-# Paths a Dockerfile may COPY that are not in the repository yet: path -> why. A pending path
-# that exists is checked like any other.
-PENDING_PATHS = {
-    "models/tiny": "the bundled default model (issue #6), added to the repository separately",
-}
-
 # Labels Prometheus adds to every scraped series (target labels); not in /metrics itself.
 TARGET_LABELS = {"instance", "job", "namespace", "pod", "service", "container", "endpoint"}
 # Grafana's built-in variables.
 GRAFANA_BUILTINS = {"__rate_interval", "__interval", "__range", "__interval_ms", "__range_s"}
 
-# The tiny model the live daemon serves, relative to the source directory.
-TINY_MODEL = "tests/data/tiny/v3_tiny"
-TINY_TOKENIZER = "tests/data/tokenizer/tiny_byte_level"
+# The model the live daemon serves, relative to the source directory: the bundled one, which the
+# images ship as their default.
+TINY_MODEL = "models/tiny"
 STARTUP_BUDGET_S = 600  # startupProbe: time a large model may take to load (docs/deployment.md)
 
 
@@ -267,19 +261,14 @@ def check_dockerfile(c, path, source_dir, flags, defaults, want_cuda):
             if rel == ".":
                 continue
             matches = glob.glob(os.path.join(source_dir, rel))
-            pending = next((p for p in PENDING_PATHS if rel == p or rel.startswith(p + "/")), None)
-            if not matches and pending:
-                print(f"note: {name}: COPY {src}: not in the repository yet "
-                      f"({PENDING_PATHS[pending]})")
-                continue
             c.check(matches, f"{name}: COPY/ADD source '{src}' does not exist in the repository")
             c.check(not dockerignored(rel, ignore),
                     f"{name}: COPY/ADD source '{src}' is excluded by .dockerignore")
         if "models/tiny" in [os.path.normpath(s) for s in paths[:-1]]:
             tiny = os.path.join(source_dir, "models/tiny")
-            if os.path.isdir(tiny):
-                c.check(os.path.exists(os.path.join(tiny, "config.json")),
-                        f"{name}: models/tiny has no config.json (the daemon requires one)")
+            for f in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"):
+                c.check(os.path.exists(os.path.join(tiny, f)),
+                        f"{name}: models/tiny has no {f} (the daemon's default model needs it)")
 
     # Scripts the RUN lines call, and the install script in particular.
     runs = " ".join(rest for k, rest in ins if k == "RUN")
@@ -693,7 +682,6 @@ def run_daemon_checks(c, moeserve, source_dir, image, k8s, dashboard_exprs_, mon
         argv += [
             "--host", "127.0.0.1", "--port", str(port), "--grpc-port", str(grpc_port),
             "--model", os.path.join(source_dir, TINY_MODEL),
-            "--tokenizer", os.path.join(source_dir, TINY_TOKENIZER),
             "--backend", "cpu", "--threads", "2", "--kv-cache-memory-mb", "16",
             "--max-model-len", "0", "--log-level", "warn"]
         env = dict(os.environ, MOESERVE_API_KEY=api_key)

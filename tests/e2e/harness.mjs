@@ -132,16 +132,16 @@ export class Daemon {
 }
 
 // Starts `moeserve serve` with the tiny model and waits until GET /health is 200.
-// `args`: extra flags. `apiKey`: passed with --api-key.
-export async function startDaemon({ args = [], apiKey = null, timeoutMs = 60000 } = {}) {
+// `args`: extra flags. `apiKey`: passed with --api-key. `bundledModel`: no --model and
+// --tokenizer, so the daemon serves its default, the bundled models/tiny.
+export async function startDaemon({ args = [], apiKey = null, timeoutMs = 60000, bundledModel = false } = {}) {
   assert.ok(MOESERVE_BIN, "MOESERVE_BIN is not set (the moeserve binary)");
   const port = await freePort();
   let grpcPort = await freePort();
   while (grpcPort === port) grpcPort = await freePort();
   const argv = [
     "serve",
-    "--model", MODEL_DIR,
-    "--tokenizer", TOKENIZER_DIR,
+    ...(bundledModel ? [] : ["--model", MODEL_DIR, "--tokenizer", TOKENIZER_DIR]),
     "--host", "127.0.0.1",
     "--port", String(port),
     "--grpc-port", String(grpcPort),

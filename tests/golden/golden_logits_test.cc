@@ -1,5 +1,6 @@
 // The CPU engine against the independent PyTorch reference (tests/reference/):
-// prefill and decode logits of every tiny checkpoint, and greedy continuations.
+// prefill and decode logits of every tiny checkpoint and of the bundled trained
+// model (models/tiny, golden from training/tiny/train.py), and greedy continuations.
 #include <algorithm>
 #include <cmath>
 #include <string>
@@ -14,8 +15,9 @@
 namespace moeserve {
 namespace {
 
-// F32 weights: logits must match the float64 reference to 1e-4 of the row's
-// largest logit magnitude (an F32 run of the reference itself differs by <1e-5).
+// F32 or BF16 weights (widened exactly), F32 arithmetic: logits must match the
+// float64 reference to 1e-4 of the row's largest logit magnitude (an F32 run of
+// the reference itself differs by <1e-5).
 constexpr double kMaxRelError = 1e-4;
 
 struct Golden {
@@ -25,8 +27,17 @@ struct Golden {
   std::vector<std::vector<float>> decode_logits;   // [16][vocab]
 };
 
+// A test checkpoint by name: tests/data/tiny/<name> with its golden.safetensors,
+// or "bundled": models/tiny with tests/data/models_tiny_golden.safetensors.
 std::string model_dir(const std::string& name) {
+  if (name == "bundled") return std::string(MOESERVE_SOURCE_DIR) + "/models/tiny";
   return std::string(MOESERVE_SOURCE_DIR) + "/tests/data/tiny/" + name;
+}
+
+std::string golden_path(const std::string& name) {
+  if (name == "bundled")
+    return std::string(MOESERVE_SOURCE_DIR) + "/tests/data/models_tiny_golden.safetensors";
+  return model_dir(name) + "/golden.safetensors";
 }
 
 std::vector<std::vector<float>> rows_of(const Tensor& t) {
@@ -44,7 +55,7 @@ std::vector<int32_t> ids_of(const Tensor& t) {
 }
 
 Golden load_golden(const std::string& name) {
-  auto file = SafetensorsFile::open(model_dir(name) + "/golden.safetensors");
+  auto file = SafetensorsFile::open(golden_path(name));
   EXPECT_TRUE(file.ok()) << file.status();
   Golden g;
   g.prompt_ids = ids_of(*(*file)->tensor("prompt_ids"));
@@ -103,7 +114,7 @@ TEST_P(GoldenTest, PrefillAndDecodeMatchReference) {
 INSTANTIATE_TEST_SUITE_P(TinyCheckpoints, GoldenTest,
                          ::testing::Combine(::testing::Values("v3_tiny", "v2_lite_tiny", "v2_tiny",
                                                               "v3_fp8_tiny", "v2_yarn_mscale_tiny",
-                                                              "v3_bf16_tiny"),
+                                                              "v3_bf16_tiny", "bundled"),
                                             ::testing::Values(4, 64)),
                          [](const auto& info) {
                            return std::get<0>(info.param) + "_block" +

@@ -214,5 +214,12 @@ TEST_F(CudaElementwiseTest, GatherRowsMatchesCpu) {
   }
 }
 
+// `auto` must not pick a backend that would abort on the first forward pass.
+TEST_F(CudaElementwiseTest, AutoPicksCudaOnlyWhenItRunsModels) {
+  auto backend = create_backend("auto", 1);
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  EXPECT_EQ((*backend)->name(), cuda_->runs_models() ? "cuda" : "cpu");
+}
+
 }  // namespace
 }  // namespace moeserve

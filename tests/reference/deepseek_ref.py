@@ -313,27 +313,55 @@ class DeepseekRef:
         return out
 
     # -- full forward ---------------------------------------------------------- #
+    def _layer(self, i, h, cos, sin, trace):
+        """Decoder layer i (model.layers.i.*) over h [T, hidden]."""
+        eps = self.cfg["rms_norm_eps"]
+        p = "model.layers.%d." % i
+        h = h + self.attention(p + "self_attn.", rms_norm(h, self.w[p + "input_layernorm.weight"], eps), cos, sin)
+        y = rms_norm(h, self.w[p + "post_attention_layernorm.weight"], eps)
+        if is_moe_layer(self.cfg, i):
+            return h + self.moe(p + "mlp.", y, i, trace)
+        return h + self.ffn(p + "mlp.", y)
+
+    def hidden(self, token_ids, trace=None):
+        """Final-normed hidden states [T, hidden] (what lm_head multiplies)."""
+        cfg = self.cfg
+        ids = torch.as_tensor(list(token_ids), dtype=torch.long)
+        cos, sin = rope_tables(cfg, torch.arange(ids.shape[0]))
+        h = self.w["model.embed_tokens.weight"][ids]
+        for i in range(cfg["num_hidden_layers"]):
+            h = self._layer(i, h, cos, sin, trace)
+        return rms_norm(h, self.w["model.norm.weight"], cfg["rms_norm_eps"])
+
     def forward(self, token_ids, trace=None):
         """token_ids: sequence of ints (positions 0..T-1). Returns logits float64 [T, vocab].
         If trace is a list, one dict per MoE layer with routing margins is appended."""
         cfg = self.cfg
-        eps = cfg["rms_norm_eps"]
-        ids = torch.as_tensor(list(token_ids), dtype=torch.long)
-        T = ids.shape[0]
-        cos, sin = rope_tables(cfg, torch.arange(T))
-        h = self.w["model.embed_tokens.weight"][ids]
-        for i in range(cfg["num_hidden_layers"]):
-            p = "model.layers.%d." % i
-            a = self.attention(p + "self_attn.", rms_norm(h, self.w[p + "input_layernorm.weight"], eps), cos, sin)
-            h = h + a
-            y = rms_norm(h, self.w[p + "post_attention_layernorm.weight"], eps)
-            if is_moe_layer(cfg, i):
-                h = h + self.moe(p + "mlp.", y, i, trace)
-            else:
-                h = h + self.ffn(p + "mlp.", y)
-        h = rms_norm(h, self.w["model.norm.weight"], eps)
         head = self.w["model.embed_tokens.weight"] if cfg.get("tie_word_embeddings") else self.w["lm_head.weight"]
-        return h @ head.t()
+        return self.hidden(token_ids, trace) @ head.t()
+
+    def mtp_forward(self, token_ids):
+        """The first multi-token-prediction module (DeepSeek-V3, stored as layer
+        num_hidden_layers): logits [T-1, vocab] where row i predicts token i+2 from the main
+        model's final-normed hidden state at i and the embedding of token i+1:
+        eh_proj([enorm(embed(t[i+1])); hnorm(h[i])]) -> decoder layer -> shared_head.norm ->
+        shared_head.head. RoPE positions are 0..T-2."""
+        cfg = self.cfg
+        if not cfg.get("num_nextn_predict_layers"):
+            raise ValueError("the checkpoint has no MTP module (num_nextn_predict_layers is 0)")
+        L = cfg["num_hidden_layers"]
+        p = "model.layers.%d." % L
+        eps = cfg["rms_norm_eps"]
+        ids = list(token_ids)
+        h = self.hidden(ids)[:-1]
+        e = self.w[p + "embed_tokens.weight"][torch.as_tensor(ids[1:], dtype=torch.long)]
+        x = torch.cat([rms_norm(e, self.w[p + "enorm.weight"], eps),
+                       rms_norm(h, self.w[p + "hnorm.weight"], eps)], dim=-1)
+        x = x @ self.w[p + "eh_proj.weight"].t()
+        cos, sin = rope_tables(cfg, torch.arange(len(ids) - 1))
+        x = self._layer(L, x, cos, sin, None)
+        x = rms_norm(x, self.w[p + "shared_head.norm.weight"], eps)
+        return x @ self.w[p + "shared_head.head.weight"].t()
 
 
 def argmax_gap(row):

@@ -31,6 +31,7 @@ above reproduces it byte for byte.
 
 import argparse
 import collections
+import heapq
 import json
 import os
 import re
@@ -118,27 +119,51 @@ def merge_word(word, pair, merged):
     return tuple(out)
 
 
+def _pairs(word):
+    return collections.Counter(zip(word, word[1:]))
+
+
 def train_bpe(words, n_merges):
-    """Returns up to n_merges (left, right) pairs in the order learned."""
+    """Returns up to n_merges (left, right) pairs in the order learned: each step merges the most
+    frequent adjacent pair, ties broken by the smaller pair. Pair counts are kept up to date
+    incrementally (only the words holding the merged pair are revisited) and the best pair comes
+    from a heap whose stale entries are skipped, so a few thousand merges over a corpus of
+    megabytes take seconds, with the same result as recounting every pair at every step."""
+    words = [list(w) for w in words.items()]          # [symbols, count]
+    pair_counts = collections.Counter()
+    where = collections.defaultdict(set)             # pair -> indices of words holding it
+    for i, (word, count) in enumerate(words):
+        for pair, n in _pairs(word).items():
+            pair_counts[pair] += n * count
+            where[pair].add(i)
+    heap = [(-c, p) for p, c in pair_counts.items()]
+    heapq.heapify(heap)
     merges = []
-    words = dict(words)
-    for _ in range(n_merges):
-        pair_counts = collections.Counter()
-        for word, count in words.items():
-            for a, b in zip(word, word[1:]):
-                pair_counts[(a, b)] += count
-        if not pair_counts:
-            break
-        best_count = max(pair_counts.values())
-        best = min(p for p, c in pair_counts.items() if c == best_count)
+    while len(merges) < n_merges and heap:
+        neg, best = heapq.heappop(heap)
+        if pair_counts.get(best, 0) != -neg or neg == 0:
+            continue                                  # stale entry
         merged = best[0] + best[1]
         merges.append(best)
-        next_words = {}
-        for word, count in words.items():
-            if best[0] in word:
-                word = merge_word(word, best, merged)
-            next_words[word] = next_words.get(word, 0) + count
-        words = next_words
+        touched = set()
+        for i in where.pop(best):
+            word, count = words[i]
+            new_word = merge_word(word, best, merged)
+            for pair, n in _pairs(word).items():
+                pair_counts[pair] -= n * count
+                touched.add(pair)
+            for pair, n in _pairs(new_word).items():
+                pair_counts[pair] += n * count
+                where[pair].add(i)
+                touched.add(pair)
+            words[i][0] = new_word
+        for pair in touched:
+            c = pair_counts.get(pair, 0)
+            if c > 0:
+                heapq.heappush(heap, (-c, pair))
+            else:
+                pair_counts.pop(pair, None)
+                where.pop(pair, None)
     return merges
 
 
@@ -152,7 +177,7 @@ def config_token(content):
             "rstrip": False, "single_word": False}
 
 
-def build(vocab_size, texts, chat_template):
+def build(vocab_size, texts, chat_template, model_max_length=256):
     n_merges = vocab_size - FIRST_BYTE_ID - N_BYTE_TOKENS - len(TAIL_TOKENS)
     if n_merges < 0:
         sys.exit(f"--vocab-size must be at least {vocab_size - n_merges}")
@@ -193,7 +218,7 @@ def build(vocab_size, texts, chat_template):
         "clean_up_tokenization_spaces": False,
         "eos_token": config_token(EOS),
         "legacy": True,
-        "model_max_length": 256,
+        "model_max_length": model_max_length,
         "pad_token": config_token("<｜▁pad▁｜>"),
         "sp_model_kwargs": {},
         "unk_token": None,

@@ -18,6 +18,7 @@
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "model/model_config.h"
 
 namespace moeserve {
 namespace {
@@ -499,12 +500,18 @@ TEST_F(ServeConfigTest, TinyCpuConfigMatchesItsArithmetic) {
   EXPECT_EQ(c->host, "127.0.0.1");
   EXPECT_EQ(c->port, 8000);
   EXPECT_EQ(c->grpc_port, 50051);
-  // 3 layers × (kv_lora_rank 32 + qk_rope_head_dim 8) × 4 bytes per token.
-  const int64_t bytes =
-      int64_t{c->engine.kv_cache_blocks} * c->engine.block_size * 3 * (32 + 8) * 4;
-  EXPECT_EQ(bytes, 1966080);
-  // The whole cache holds max_num_seqs sequences at the model's 256-token context.
-  EXPECT_EQ(c->engine.kv_cache_blocks * c->engine.block_size, c->engine.max_num_seqs * 256);
+  // The figures in the file's comments, from the bundled model's config.json:
+  // layers × (kv_lora_rank + qk_rope_head_dim) × 4 bytes per token.
+  const auto m = load_model_config(std::string(MOESERVE_SOURCE_DIR) + "/models/tiny");
+  ASSERT_TRUE(m.ok()) << m.status();
+  const int64_t per_token =
+      int64_t{m->num_hidden_layers} * (m->kv_lora_rank + m->qk_rope_head_dim) * 4;
+  EXPECT_EQ(per_token, 1280);
+  EXPECT_EQ(int64_t{c->engine.kv_cache_blocks} * c->engine.block_size * per_token, 20971520);
+  // The whole cache holds max_num_seqs sequences at the model's whole context.
+  EXPECT_EQ(m->max_position_embeddings, 1024);
+  EXPECT_EQ(c->engine.kv_cache_blocks * c->engine.block_size,
+            c->engine.max_num_seqs * m->max_position_embeddings);
 }
 
 // The flags in a usage text or in the doc's table: lines that start with `prefix` and then

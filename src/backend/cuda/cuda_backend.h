@@ -36,6 +36,8 @@ class CudaBackend final : public Backend {
 
   std::string name() const override { return "cuda"; }
   Device device() const override { return Device::kCuda; }
+  // linear, rope, the KV cache, MLA and MoE are not implemented yet (issue #5).
+  bool runs_models() const override { return false; }
 
   // Stream-ordered allocation; the Buffer frees it on this backend's stream
   // (which lives as long as any buffer it allocated).
