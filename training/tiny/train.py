@@ -1,9 +1,11 @@
 #!/usr/bin/python3
 """Trains moeserve's bundled tiny DeepSeek-V3-architecture model and writes it to models/tiny.
 
-    apt-get install python3-torch python3-numpy python3-regex python3.11-doc
-    /usr/bin/python3 training/tiny/train.py                   # ~25 min on one core
-    /usr/bin/python3 training/tiny/train.py --steps 20 --out /tmp/t   # a quick smoke run
+    scripts/install_deps.sh --with-training   # python3-torch, -numpy, -regex, python3.11-doc
+    /usr/bin/python3 training/tiny/train.py                   # ~20 min on a 2-core machine
+    /usr/bin/python3 training/tiny/train.py --steps 20 --out /tmp/t   # a smoke run (its greedy
+                                                                      # text is too poor for a golden)
+    /usr/bin/python3 training/tiny/train.py --check-only              # re-check models/tiny
 
 Steps: (1) read the corpus (corpus.py: the Python 3.11 documentation from python3.11-doc, split
 into training and held-out files); (2) train a byte-level BPE tokenizer on the training text
@@ -49,6 +51,8 @@ from model import TinyDeepseekV3  # noqa: E402
 
 VOCAB_SIZE = 4096
 SEQ_LEN = 256
+DEFAULT_OUT = os.path.join(ROOT, "models", "tiny")
+DEFAULT_GOLDEN = os.path.join(ROOT, "tests", "data", "models_tiny_golden.safetensors")
 
 CONFIG = {
     "architectures": ["DeepseekV3ForCausalLM"],
@@ -291,8 +295,10 @@ def write_golden(ref, out_path, tok):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", default=os.path.join(ROOT, "models", "tiny"))
-    ap.add_argument("--golden", default=os.path.join(ROOT, "tests", "data", "models_tiny_golden.safetensors"))
+    ap.add_argument("--out", default=DEFAULT_OUT)
+    ap.add_argument("--golden", help="where to write the golden logits (default: "
+                    "tests/data/models_tiny_golden.safetensors for the default --out, else "
+                    "OUT/golden.safetensors)")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--steps", type=int, default=800)
     ap.add_argument("--batch", type=int, default=16)
@@ -307,6 +313,9 @@ def main():
                     help="no training: check the checkpoint already in --out against the reference "
                          "and rewrite --golden")
     args = ap.parse_args()
+    if args.golden is None:
+        same = os.path.abspath(args.out) == os.path.abspath(DEFAULT_OUT)
+        args.golden = DEFAULT_GOLDEN if same else os.path.join(args.out, "golden.safetensors")
 
     t_start = time.time()
     torch.set_num_threads(args.threads)
