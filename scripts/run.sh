@@ -3,8 +3,8 @@
 # with the given arguments (the README's run command). Without arguments it
 # starts the daemon (`moeserve serve`) on 127.0.0.1: OpenAI-compatible HTTP on
 # port 8000, gRPC on 50051, serving the bundled trained tiny DeepSeek-V3 model
-# (models/tiny) as model "tiny", on the GPU when CUDA is built and a GPU is
-# usable, else on the CPU. Stop it with Ctrl-C.
+# (models/tiny) as model "tiny", on the CPU (`--backend auto` picks the GPU once
+# the CUDA backend can run models). Stop it with Ctrl-C.
 #
 #   scripts/run.sh                                   # the daemon, as above
 #   scripts/run.sh serve --model DIR --port 8000     # any model directory

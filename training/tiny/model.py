@@ -1,6 +1,7 @@
 """A trainable DeepSeek-V3 (float32, batched) with one multi-token-prediction module.
 
-Same computation as the float64 inference reference (tests/reference/deepseek_ref.py) and the
+For the configuration train.py uses (check_supported() refuses others), the same computation as
+the float64 inference reference (tests/reference/deepseek_ref.py) and the
 conventions in tests/reference/README.md: MLA with q_lora, interleaved YaRN RoPE, a first dense
 layer, MoE layers of sigmoid-scored routed experts plus shared experts, `noaux_tc` group-limited
 routing with `e_score_correction_bias`. train.py checks the equality on the exported checkpoint.
@@ -218,9 +219,30 @@ class MTP(nn.Module):
         self.shared_head_norm = RMSNorm(d, eps)
 
 
+def check_supported(cfg):
+    """This trainer implements one point of DeepSeek-V3's configuration space (the reference
+    covers the rest): refuse any other before training, not after."""
+    want = {"scoring_func": "sigmoid", "topk_method": "noaux_tc", "norm_topk_prob": True,
+            "moe_layer_freq": 1, "tie_word_embeddings": False, "hidden_act": "silu",
+            "num_nextn_predict_layers": 1}
+    bad = {k: cfg.get(k) for k, v in want.items() if cfg.get(k) != v}
+    rs = cfg.get("rope_scaling") or {}
+    if cfg.get("q_lora_rank") is None:
+        bad["q_lora_rank"] = None
+    if cfg["num_experts_per_tok"] < 2 or cfg["n_routed_experts"] % cfg["n_group"]:
+        bad["num_experts_per_tok/n_group"] = (cfg["num_experts_per_tok"], cfg["n_group"])
+    missing = {"type", "factor", "original_max_position_embeddings", "beta_fast", "beta_slow",
+               "mscale", "mscale_all_dim"} - set(rs)
+    if rs.get("type") != "yarn" or missing:
+        bad["rope_scaling"] = rs
+    if bad:
+        raise ValueError("unsupported config for training/tiny/model.py: %s" % bad)
+
+
 class TinyDeepseekV3(nn.Module):
     def __init__(self, cfg):
         super().__init__()
+        check_supported(cfg)
         self.cfg = cfg
         d = cfg["hidden_size"]
         self.embed_tokens = nn.Embedding(cfg["vocab_size"], d)
