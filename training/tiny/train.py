@@ -160,15 +160,18 @@ def chat_samples(files, tok, rng):
 
 
 def build_stream(files, tok, with_chat, seed):
+    """(token stream, documents in it, chat samples among them, tokens of documentation text)."""
     bos, eos = tok.token_id(make_tokenizer.BOS), tok.token_id(make_tokenizer.EOS)
     docs = [[bos] + tok.encode(corpus.document_text(secs)) + [eos] for _, secs in files]
+    doc_tokens = sum(len(d) - 2 for d in docs)
     n_chat = 0
     if with_chat:
         chats = chat_samples(files, tok, random.Random(seed))
         n_chat = len(chats)
         docs += chats
     random.Random(seed + 1).shuffle(docs)
-    return np.concatenate([np.asarray(d, dtype=np.int64) for d in docs]), len(docs), n_chat
+    stream = np.concatenate([np.asarray(d, dtype=np.int64) for d in docs])
+    return stream, len(docs), n_chat, doc_tokens
 
 
 def chunks(stream, seq_len):
@@ -184,6 +187,18 @@ def lr_at(step, total, peak, warmup):
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def losses(model, x, mtp_rows, alpha=0.0, reduction="mean"):
+    """Cross-entropies of a batch of sequences x [b, t+1]: the main model's next-token loss over
+    all rows, and the MTP module's token-after-next loss over the first mtp_rows rows."""
+    logits, h = model(x[:, :-1], alpha)
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1),
+                           reduction=reduction)
+    ml = model.mtp_forward(h[:mtp_rows, :-1], x[:mtp_rows, 1:-1], alpha)
+    mtp_loss = F.cross_entropy(ml.reshape(-1, ml.shape[-1]), x[:mtp_rows, 2:].reshape(-1),
+                               reduction=reduction)
+    return loss, mtp_loss
+
+
 def evaluate(model, data, batch):
     """Mean next-token NLL (nats) over all target positions, and the MTP module's mean NLL."""
     model.eval()
@@ -192,13 +207,10 @@ def evaluate(model, data, batch):
     with torch.no_grad():
         for i in range(0, len(data), batch):
             x = torch.stack(data[i:i + batch])
-            logits, h = model(x[:, :-1])
-            nll += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1),
-                                   reduction="sum").item()
+            loss, mtp_loss = losses(model, x, len(x), reduction="sum")
+            nll += loss.item()
+            mtp_nll += mtp_loss.item()
             n += x[:, 1:].numel()
-            ml = model.mtp_forward(h[:, :-1], x[:, 1:-1])
-            mtp_nll += F.cross_entropy(ml.reshape(-1, ml.shape[-1]), x[:, 2:].reshape(-1),
-                                       reduction="sum").item()
             n_mtp += x[:, 2:].numel()
     model.train()
     return nll / n, mtp_nll / n_mtp
@@ -348,10 +360,9 @@ def main():
     tok = bpe.Tokenizer(os.path.join(args.out, "tokenizer.json"))
     log("tokenizer: %d ids" % VOCAB_SIZE)
 
-    train_stream, n_docs, n_chat = build_stream(train_files, tok, True, args.seed)
-    held_stream, _, _ = build_stream(held_files, tok, False, args.seed)
+    train_stream, n_docs, n_chat, doc_tokens = build_stream(train_files, tok, True, args.seed)
+    held_stream = build_stream(held_files, tok, False, args.seed)[0]
     train_data, held_data = chunks(train_stream, SEQ_LEN), chunks(held_stream, SEQ_LEN)
-    doc_tokens = sum(len(tok.encode(corpus.document_text(s))) for _, s in train_files)
     train_chars = sum(len(corpus.document_text(s)) for _, s in train_files)
     log("training stream: %d tokens (%d documents, %d of them chat samples; %.2f chars/token "
         "on the documentation), %d sequences of %d; held out: %d tokens, %d sequences"
@@ -384,12 +395,8 @@ def main():
         x = torch.stack([train_data[i] for i in idx])
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
-        logits, h = model(x[:, :-1], CONFIG["aux_loss_alpha"])
-        loss = F.cross_entropy(logits.reshape(-1, VOCAB_SIZE), x[:, 1:].reshape(-1))
         # The MTP module trains on the first half of the batch (its head is most of its cost).
-        half = args.batch // 2
-        ml = model.mtp_forward(h[:half, :-1], x[:half, 1:-1], CONFIG["aux_loss_alpha"])
-        mtp_loss = F.cross_entropy(ml.reshape(-1, VOCAB_SIZE), x[:half, 2:].reshape(-1))
+        loss, mtp_loss = losses(model, x, args.batch // 2, CONFIG["aux_loss_alpha"])
         balance = sum(m.balance_loss for m in model.moe_layers())
         total = loss + args.mtp_weight * mtp_loss + balance
         opt.zero_grad(set_to_none=True)
