@@ -1,0 +1,26 @@
+// Emulator entry point for a launch (host compiler only): runs every block of the grid,
+// blocks in parallel over a small pool of OS threads, each block's threads as fibers.
+#pragma once
+
+#include "kernels/simt/launch_config.h"
+
+namespace simt::emu {
+
+using ErasedKernel = void (*)();
+struct KernelThunk {
+  void (*invoke)(ErasedKernel kernel, const void* params);  // calls kernel(*params)
+  ErasedKernel kernel;
+  const void* params;
+};
+
+// Runs the launch to completion and returns the first error (lowest block) or the races found.
+LaunchResult run_grid(const LaunchConfig& config, const KernelThunk& thunk);
+
+// Options used when LaunchConfig::emu is null (tests set racecheck here once).
+const EmuOptions& default_options();
+void set_default_options(const EmuOptions& options);
+
+// True when some loaded code was compiled with the access instrumentation racecheck needs.
+bool racecheck_available();
+
+}  // namespace simt::emu
