@@ -29,6 +29,7 @@ struct CpAsyncCopy {
   const void* src;
   int bytes;      // cp-size
   int src_bytes;  // copied; the rest zero-filled
+  bool landed;    // already performed (random mode lands some copies early)
 };
 
 struct ThreadState {

@@ -1,6 +1,9 @@
 // cp.async under the emulator: a copy is queued when issued and performed when a
 // cp.async.wait_group covers its group (or the thread exits), the latest moment the PTX ISA
-// allows. A kernel that reads the destination too early therefore sees the poison.
+// allows, so a kernel that reads the destination too early sees the poison. In random mode
+// half of the copies land at issue instead, the earliest moment. For racecheck the write
+// happens at issue and again on landing, so it conflicts with accesses anywhere in between
+// (a stage overwritten while another warp still reads it).
 #include <cstring>
 
 #include "kernels/simt/emu/block_state.h"
@@ -9,14 +12,18 @@
 namespace simt::emu {
 namespace {
 
+void land(ThreadState& t, CpAsyncCopy& c) {
+  if (c.landed) return;
+  if (c.src_bytes > 0) std::memcpy(c.dst, c.src, static_cast<size_t>(c.src_bytes));
+  std::memset(static_cast<char*>(c.dst) + c.src_bytes, 0,
+              static_cast<size_t>(c.bytes - c.src_bytes));
+  race_access(t, c.dst, static_cast<size_t>(c.bytes), true);
+  c.landed = true;
+}
+
+// Lands the oldest n_ops pending copies and drops them from the queue.
 void complete(ThreadState& t, size_t n_ops) {
-  for (size_t i = 0; i < n_ops; ++i) {
-    const CpAsyncCopy& c = t.cp_pending[i];
-    if (c.src_bytes > 0) std::memcpy(c.dst, c.src, static_cast<size_t>(c.src_bytes));
-    std::memset(static_cast<char*>(c.dst) + c.src_bytes, 0,
-                static_cast<size_t>(c.bytes - c.src_bytes));
-    race_access(t, c.dst, static_cast<size_t>(c.bytes), true);
-  }
+  for (size_t i = 0; i < n_ops; ++i) land(t, t.cp_pending[i]);
   t.cp_pending.erase(t.cp_pending.begin(), t.cp_pending.begin() + static_cast<long>(n_ops));
 }
 
@@ -39,7 +46,10 @@ void cp_async(void* dst, const void* src, int bytes, int src_bytes, const Loc& l
     fail(t, describe_thread(t) + " cp.async (" + describe_loc(loc) + ") src-size " +
                 std::to_string(src_bytes) + " outside [0, " + std::to_string(bytes) + "]");
   }
-  t.cp_pending.push_back({dst, src, bytes, src_bytes});
+  race_access(t, dst, static_cast<size_t>(bytes), true);
+  t.cp_pending.push_back({dst, src, bytes, src_bytes, false});
+  BlockState& b = *t.block;
+  if (b.random && b.rng() % 2 == 0) land(t, t.cp_pending.back());
 }
 
 void cp_async_commit() {

@@ -31,16 +31,16 @@ bool ordered(const BlockState& b, const ThreadState& t, unsigned other, uint32_t
   return other / 32 == t.warp && b.warps[t.warp].sync_count != other_sync;
 }
 
-void report(BlockState& b, const ThreadState& t, size_t offset, bool is_write, unsigned other,
+// other < 0: several other threads read the byte; the shadow keeps only the first reader.
+void report(BlockState& b, const ThreadState& t, size_t offset, bool is_write, int other,
             bool other_wrote) {
   ++b.n_races;
   if (b.races.size() >= 8) return;
-  const ThreadState& u = b.threads[other];
+  const std::string who = other < 0 ? "another thread" : describe_thread(b.threads[other]);
   b.races.push_back(describe_block(b) + ": shared-memory race on " + describe_offset(b, offset) +
                     " (shared offset " + std::to_string(offset) +
                     "): " + (is_write ? "write" : "read") + " by " + describe_thread(t) + ", " +
-                    (other_wrote ? "write" : "read") + " by " + describe_thread(u) +
-                    " with no barrier between");
+                    (other_wrote ? "write" : "read") + " by " + who + " with no barrier between");
 }
 
 void on_access(const void* addr, size_t bytes, bool is_write) {
@@ -86,7 +86,7 @@ void race_access(ThreadState& t, const void* addr, size_t bytes, bool is_write) 
     }
     if (!reported && is_write && c.r_epoch == b.epoch && (c.r_thread != me || c.r_multi) &&
         !ordered(b, t, c.r_thread, c.r_warp_sync)) {
-      report(b, t, offset + i, true, c.r_thread, false);
+      report(b, t, offset + i, true, c.r_thread == me ? -1 : c.r_thread, false);
       reported = true;
     }
     if (is_write) {
