@@ -80,7 +80,17 @@ __global__ void mma_tile_kernel(const MmaTileParams p) {
   p.d[(group + 8) * 8 + tig * 2 + 1] = d[3];
 }
 
+__global__ void out_of_bounds_kernel(const OutOfBoundsParams p) {
+  p.out[threadIdx.x] = 1.0f;  // no bounds check: thread n writes out[n]
+}
+
 }  // namespace
+
+LaunchResult launch_out_of_bounds(const OutOfBoundsParams& p) {
+  return launch(
+      {.kernel_name = "out_of_bounds_kernel", .block = dim3(static_cast<unsigned>(p.n + 1))},
+      out_of_bounds_kernel, p);
+}
 
 LaunchResult launch_reverse_static(const ReverseStaticParams& p, const EmuOptions* o) {
   return launch({.kernel_name = "reverse_static_kernel", .block = dim3(128), .emu = o},

@@ -55,4 +55,11 @@ struct MmaTileParams {
 };
 LaunchResult launch_mma_tile(const MmaTileParams& p);
 
+struct OutOfBoundsParams {
+  float* out;  // [n] heap buffer; thread n writes one past its end
+  int n;
+};
+// n + 1 threads, each writes out[threadIdx.x]: the last write is out of bounds (for ASan).
+LaunchResult launch_out_of_bounds(const OutOfBoundsParams& p);
+
 }  // namespace simt::test
