@@ -17,6 +17,7 @@ packages=(
   libabsl-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev
   libopenblas-dev libpcre2-dev libboost-dev
+  libboost-context-dev      # fibers for the SIMT emulator (kernels/simt)
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   nodejs npm                # end-to-end tests with the openai and grpc-js clients
   python3-yaml curl         # deployment manifest checks; README examples

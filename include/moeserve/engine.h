@@ -123,6 +123,19 @@ class TokenStream {
   std::function<void()> listener_;
 };
 
+// Where the engine's memory goes, planned before loading and measured after.
+struct MemoryUsage {
+  int64_t weights = 0;         // prepared weights, block scales included
+  int64_t kv_cache = 0;        // KV blocks × bytes per block
+  int64_t activations = 0;     // upper bound for one step of max_num_batched_tokens
+  int64_t other = 0;           // the process before loading: code, libraries, tokenizer
+  int64_t rss_after_load = 0;  // resident memory measured once everything is loaded
+  int64_t limit = 0;           // what the plan must fit in (0 = none found)
+  std::string limit_source;    // --memory-limit-gb, cgroup memory.max, MemTotal, …
+  std::string weights_detail;  // weights by dtype, in place vs repacked
+  int64_t planned() const { return weights + kv_cache + activations + other; }
+};
+
 struct ModelInfo {
   std::string id;  // the served model name
   std::string model_dir;
@@ -134,6 +147,7 @@ struct ModelInfo {
   std::string backend;           // "cpu" or "cuda"
   int n_kv_blocks = 0;
   int block_size = 0;
+  MemoryUsage memory;
 };
 
 struct EngineStats {

@@ -21,6 +21,9 @@ struct EngineConfig {
   int block_size = 16;
   int kv_cache_blocks = 0;
   int64_t kv_cache_memory_mb = 256;
+  // Memory the model, KV cache and activations must fit in, checked before anything is
+  // allocated; 0 = the cgroup's limit (in a container) or else the machine's memory.
+  double memory_limit_gb = 0;
 
   // Continuous batching.
   int max_num_batched_tokens = 2048;  // tokens computed in one step

@@ -8,6 +8,18 @@
 
 namespace moeserve {
 
+Tensor Backend::prepare_weight(const Tensor& host) {
+  Tensor dev = alloc(host.dtype(), host.shape());
+  copy(host, dev);
+  if (host.block_scales() != nullptr) {
+    const Tensor& s = *host.block_scales();
+    Tensor dev_s = alloc(s.dtype(), s.shape());
+    copy(s, dev_s);
+    dev.set_block_scales(dev_s, host.block_rows(), host.block_cols());
+  }
+  return dev;
+}
+
 StatusOr<std::unique_ptr<Backend>> create_backend(const std::string& kind, int n_threads) {
   if (kind == "cpu") return std::unique_ptr<Backend>(new CpuBackend(n_threads));
   if (kind == "cuda" || kind == "auto") {

@@ -3,7 +3,8 @@
 // Model code is written once against this interface. The CPU backend
 // (backend/cpu/) is the plain reference; the CUDA backend (backend/cuda/)
 // launches kernels from kernels/. Unless a comment says otherwise:
-//  - activations are F32; weights may be F32 or BF16 (per op, see below);
+//  - activations are F32; weights are F32, BF16, F16 or FP8 E4M3 with block
+//    scales (Tensor::block_scales), as the checkpoint stores them;
 //  - tensors must live on this backend's device;
 //  - the innermost dimension is contiguous (stride 1); outer strides may be
 //    arbitrary, so ops can read and write column slices of larger tensors;
@@ -67,9 +68,15 @@ class Backend {
   // Copies between any two devices; same dtype and shape; both contiguous.
   virtual void copy(const Tensor& src, const Tensor& dst) = 0;
   virtual void synchronize() = 0;
+  // A weight read from a checkpoint (a host tensor, usually borrowing the
+  // file's mapping) made ready for this backend's ops, in its stored dtype
+  // (FP8 keeps its F32 block scales). The default copies it into backend
+  // memory; a host backend uses it as it is, so the mapped checkpoint is the
+  // weight memory and nothing is copied.
+  virtual Tensor prepare_weight(const Tensor& host);
 
   // ---- ops ----------------------------------------------------------------------
-  // out[i, :] = src[indices[i], :] as F32. src: [n_rows, d] F32/BF16/F16;
+  // out[i, :] = src[indices[i], :] as F32. src: [n_rows, d] (any weight dtype);
   // indices: [m] I32; out: [m, d] F32. Used for embeddings and row gathers.
   virtual void gather_rows(const Tensor& src, const Tensor& indices, const Tensor& out) = 0;
 
@@ -79,11 +86,11 @@ class Backend {
   // out = a + b elementwise. a, b, out: [n, d] (out may alias a or b).
   virtual void add(const Tensor& a, const Tensor& b, const Tensor& out) = 0;
 
-  // out = x · wᵀ. x: [n, k]; w: [m, k] F32/BF16; out: [n, m].
+  // out = x · wᵀ. x: [n, k]; w: [m, k] (any weight dtype); out: [n, m].
   virtual void linear(const Tensor& x, const Tensor& w, const Tensor& out) = 0;
 
   // Per-head linear: out[t, h, :] = w[h] · x[t, h, :]. x: [n, H, k];
-  // w: [H, m, k] F32/BF16; out: [n, H, m].
+  // w: [H, m, k] (any weight dtype); out: [n, H, m].
   virtual void head_linear(const Tensor& x, const Tensor& w, const Tensor& out) = 0;
 
   // out = silu(gate) * up with gate = gate_up[:, :f], up = gate_up[:, f:].

@@ -20,6 +20,15 @@ class MappedFile {
   int64_t size() const { return size_; }
   const std::string& path() const { return path_; }
 
+  // Reads [offset, offset + n) into memory now (read-ahead, then one touch per
+  // page), so later use does not stall on page faults.
+  void populate(int64_t offset, int64_t n) const;
+  // Drops this process's pages of the whole pages inside [offset, offset + n):
+  // after a weight was repacked into its own buffer, its original bytes stop
+  // counting as resident memory. The mapping stays valid; a later read of the
+  // range faults the pages in again from the file.
+  void release(int64_t offset, int64_t n) const;
+
  private:
   MappedFile(std::string path, const uint8_t* data, int64_t size)
       : path_(std::move(path)), data_(data), size_(size) {}

@@ -75,6 +75,11 @@ Tensor Tensor::slice(int dim, int64_t begin, int64_t end) const {
   Tensor t = *this;
   t.byte_offset_ += begin * stride_[dim] * dtype_bits(dtype_) / 8;
   t.shape_[dim] = end - begin;
+  if (block_scales_ != nullptr) {
+    MS_CHECK(dim < ndim_ - 2, "cannot slice ", describe(), " along dim ", dim,
+             ": its block scales cover the last two dims");
+    t.block_scales_ = std::make_shared<const Tensor>(block_scales_->slice(dim, begin, end));
+  }
   return t;
 }
 
@@ -86,6 +91,9 @@ Tensor Tensor::select(int dim, int64_t index) const {
     t.stride_[i] = t.stride_[i + 1];
   }
   --t.ndim_;
+  if (t.block_scales_ != nullptr) {
+    t.block_scales_ = std::make_shared<const Tensor>(t.block_scales_->select(dim, 0));
+  }
   return t;
 }
 
@@ -94,9 +102,16 @@ Tensor Tensor::reshape(std::vector<int64_t> shape) const {
   int64_t n = 1;
   for (int64_t d : shape) n *= d;
   MS_CHECK(n == numel(), "reshape ", describe(), " to ", absl::StrJoin(shape, ","));
+  MS_CHECK(block_scales_ == nullptr ||
+               (static_cast<int>(shape.size()) == ndim_ && shape[ndim_ - 1] == shape_[ndim_ - 1] &&
+                shape[ndim_ - 2] == shape_[ndim_ - 2]),
+           "cannot reshape block-scaled ", describe());
   Tensor t(buffer_, dtype_, std::move(shape), byte_offset_);
   t.scales_ = scales_;
   t.group_size_ = group_size_;
+  t.block_scales_ = block_scales_;
+  t.block_rows_ = block_rows_;
+  t.block_cols_ = block_cols_;
   return t;
 }
 
@@ -113,6 +128,23 @@ void Tensor::set_group_scales(Tensor scales, int64_t group_size) {
            describe(), " with group ", group_size);
   scales_ = std::make_shared<const Tensor>(std::move(scales));
   group_size_ = group_size;
+}
+
+void Tensor::set_block_scales(Tensor scales, int64_t block_rows, int64_t block_cols) {
+  MS_CHECK(ndim_ >= 2 && block_rows > 0 && block_cols > 0, "bad block scales for ", describe(),
+           ": block ", block_rows, "x", block_cols);
+  MS_CHECK(scales.dtype() == DType::kF32 && scales.ndim() == ndim_ &&
+               scales.dim(-2) == (shape_[ndim_ - 2] + block_rows - 1) / block_rows &&
+               scales.dim(-1) == (shape_[ndim_ - 1] + block_cols - 1) / block_cols,
+           "block scales ", scales.describe(), " do not match ", describe(), " with block ",
+           block_rows, "x", block_cols);
+  for (int i = 0; i + 2 < ndim_; ++i) {
+    MS_CHECK(scales.dim(i) == shape_[i], "block scales ", scales.describe(), " do not match ",
+             describe());
+  }
+  block_scales_ = std::make_shared<const Tensor>(std::move(scales));
+  block_rows_ = block_rows;
+  block_cols_ = block_cols;
 }
 
 std::string Tensor::describe() const {
@@ -149,6 +181,17 @@ std::vector<float> to_f32_vector(const Tensor& t) {
       }
     }
     if (!scales.empty()) v *= scales[static_cast<size_t>(i / t.group_size())];
+    if (t.block_scales()) {
+      const Tensor& bs = *t.block_scales();
+      int64_t s_off = 0;
+      for (int d = 0; d < t.ndim(); ++d) {
+        const int64_t j = d == t.ndim() - 2   ? idx[d] / t.block_rows()
+                          : d == t.ndim() - 1 ? idx[d] / t.block_cols()
+                                              : idx[d];
+        s_off += j * bs.stride(d);
+      }
+      v *= bs.data<float>()[s_off];
+    }
     out[static_cast<size_t>(i)] = v;
     for (int d = t.ndim() - 1; d >= 0; --d) {
       if (++idx[d] < t.dim(d)) break;

@@ -3,7 +3,8 @@
 // A Buffer is memory that lives on one device (host memory, an mmap'ed file
 // region, or a CUDA allocation). A Tensor is cheap to copy: views (slices,
 // reshapes) share the Buffer. Strides are in elements. Packed INT4 tensors
-// carry their per-group scales as a second tensor.
+// carry their per-group scales as a second tensor; FP8 weights carry 2-D block
+// scales (DeepSeek's 128×128 `weight_scale_inv`).
 #pragma once
 
 #include <array>
@@ -88,6 +89,16 @@ class Tensor {
   int64_t group_size() const { return group_size_; }
   void set_group_scales(Tensor scales, int64_t group_size);
 
+  // Block-scaled weights (FP8): element [.., i, j] of the last two dims is
+  // multiplied by block_scales()[.., i / block_rows, j / block_cols]. Leading
+  // dims (stacked experts) index the scales alike, so select()/slice() along
+  // them keep the matching scales; the last two dims cannot be sliced.
+  // scales: [.., ceil(rows / block_rows), ceil(cols / block_cols)] F32.
+  const std::shared_ptr<const Tensor>& block_scales() const { return block_scales_; }
+  int64_t block_rows() const { return block_rows_; }
+  int64_t block_cols() const { return block_cols_; }
+  void set_block_scales(Tensor scales, int64_t block_rows, int64_t block_cols);
+
   std::string describe() const;  // "BF16[4, 8]"
 
  private:
@@ -99,10 +110,14 @@ class Tensor {
   std::array<int64_t, kMaxDims> stride_{};
   std::shared_ptr<const Tensor> scales_;
   int64_t group_size_ = 0;
+  std::shared_ptr<const Tensor> block_scales_;
+  int64_t block_rows_ = 0;
+  int64_t block_cols_ = 0;
 };
 
 // Host copy of any float-typed tensor as F32 (BF16, F16, FP8 widened; INT4/INT8
-// multiplied by their group scales when present). For tests and weight loading.
+// multiplied by their group scales, FP8 by its block scales, when present). For
+// tests and weight loading.
 std::vector<float> to_f32_vector(const Tensor& t);
 
 }  // namespace moeserve

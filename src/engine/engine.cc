@@ -14,12 +14,15 @@
 
 #include "common/logging.h"
 #include "common/metrics.h"
+#include "common/process_memory.h"
 #include "engine/engine_metrics.h"
 #include "engine/logits_processor.h"
+#include "engine/memory_plan.h"
 #include "engine/model_runner.h"
 #include "engine/reasoning_parser.h"
 #include "engine/sampler.h"
 #include "engine/scheduler.h"
+#include "model/checkpoint.h"
 #include "model/deepseek_v2.h"
 #include "tokenizer/detokenizer.h"
 #include "tokenizer/tokenizer.h"
@@ -109,7 +112,8 @@ class EngineImpl final : public Engine {
         cache_(std::move(cache)),
         scheduler_(std::move(scheduler)),
         info_(std::move(info)),
-        m_(EngineMetrics::create(metrics_, info_.id, [this] { return stats(); })) {
+        m_(EngineMetrics::create(
+            metrics_, info_.id, [this] { return stats(); }, info_.memory)) {
     update_stats(0);
     thread_ = std::thread([this] { loop(); });
   }
@@ -601,7 +605,8 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
   RETURN_IF_ERROR(config.validate());
   const Clock::time_point start = Clock::now();
   ASSIGN_OR_RETURN(auto backend, create_backend(config.backend, config.threads));
-  ASSIGN_OR_RETURN(auto model, DeepseekV2Model::load(config.model_dir, *backend));
+  ASSIGN_OR_RETURN(ModelConfig model_config, load_model_config(config.model_dir));
+  ASSIGN_OR_RETURN(Checkpoint checkpoint, Checkpoint::open(config.model_dir));
   const std::string tokenizer_dir =
       config.tokenizer_dir.empty() ? config.model_dir : config.tokenizer_dir;
   auto tokenizer = Tokenizer::load(tokenizer_dir);
@@ -609,7 +614,7 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
     return Status(tokenizer.status().code(),
                   absl::StrCat("tokenizer in ", tokenizer_dir, ": ", tokenizer.status().message()));
   }
-  const ModelConfig& mc = model->config();
+  const ModelConfig& mc = model_config;
   if ((*tokenizer)->vocab_size() > mc.vocab_size) {
     return absl::InvalidArgumentError(
         absl::StrCat(tokenizer_dir, "/tokenizer.json: ", (*tokenizer)->vocab_size(),
@@ -624,7 +629,7 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
   info.model_dir = config.model_dir;
   info.architecture = std::string(architecture_name(mc.architecture));
   info.vocab_size = static_cast<int>(mc.vocab_size);
-  const int model_len = static_cast<int>(model->max_positions());
+  const int model_len = mc.max_position_embeddings;
   if (config.max_model_len > model_len) {
     return absl::InvalidArgumentError(absl::StrCat("max_model_len = ", config.max_model_len,
                                                    ": more than the model's ", model_len,
@@ -639,8 +644,9 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
   info.block_size = config.block_size;
 
   // KV-cache size: F32 rows of [kv_lora_rank | rope dim] per layer per token.
-  const int64_t bytes_per_block = int64_t{config.block_size} * mc.num_hidden_layers *
-                                  model->kv_row_width() * static_cast<int64_t>(sizeof(float));
+  const int64_t kv_row_width = mc.kv_lora_rank + mc.qk_rope_head_dim;
+  const int64_t bytes_per_block = int64_t{config.block_size} * mc.num_hidden_layers * kv_row_width *
+                                  static_cast<int64_t>(sizeof(float));
   int64_t n_blocks = config.kv_cache_blocks;
   if (n_blocks == 0) n_blocks = (config.kv_cache_memory_mb << 20) / bytes_per_block;
   if (n_blocks < 1 || n_blocks > (int64_t{1} << 30)) {
@@ -657,6 +663,19 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
         "; raise kv_cache_memory_mb / kv_cache_blocks or lower max_model_len"));
   }
 
+  // Everything that will be allocated, checked against the limit before any of it is.
+  ASSIGN_OR_RETURN(const WeightBytes planned, plan_deepseek_weights(mc, checkpoint));
+  MemoryUsage& mem = info.memory;
+  mem.weights = planned.total();
+  mem.kv_cache = n_blocks * bytes_per_block;
+  mem.activations =
+      DeepseekV2Model::activation_bytes(mc, config.max_num_batched_tokens, config.max_num_seqs);
+  mem.other = resident_bytes();
+  RETURN_IF_ERROR(check_memory_fits(config.memory_limit_gb, mem));
+  ASSIGN_OR_RETURN(auto model, DeepseekV2Model::load(std::move(model_config), checkpoint, *backend,
+                                                     periodic_load_log()));
+  const ModelConfig& loaded = model->config();
+
   SchedulerConfig sc;
   sc.n_blocks = info.n_kv_blocks;
   sc.block_size = config.block_size;
@@ -669,13 +688,17 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
   sc.policy =
       config.scheduling_policy == "priority" ? SchedulePolicy::kPriority : SchedulePolicy::kFcfs;
   ASSIGN_OR_RETURN(Scheduler scheduler, Scheduler::create(sc));
-  auto cache = std::make_unique<KvCache>(*backend, mc.num_hidden_layers, info.n_kv_blocks,
+  auto cache = std::make_unique<KvCache>(*backend, loaded.num_hidden_layers, info.n_kv_blocks,
                                          config.block_size, model->kv_row_width());
+  mem.weights = model->weight_bytes().total();
+  mem.weights_detail = model->weight_bytes().describe();
+  mem.kv_cache = cache->n_bytes();
+  mem.rss_after_load = resident_bytes();
   MS_LOG_INFO(
-      "engine: loaded {} ({}) on {} in {:.2f} s; KV cache {} blocks x {} tokens = {:.1f} "
-      "MiB; max_model_len {}",
+      "engine: loaded {} ({}) on {} in {:.2f} s; KV cache {} blocks x {} tokens; max_model_len {}",
       info.id, info.architecture, info.backend, seconds(Clock::now() - start), info.n_kv_blocks,
-      info.block_size, static_cast<double>(cache->n_bytes()) / (1 << 20), info.max_model_len);
+      info.block_size, info.max_model_len);
+  MS_LOG_INFO("memory: {}", describe_memory(mem));
   return std::unique_ptr<Engine>(new EngineImpl(config, std::move(backend), std::move(model),
                                                 std::move(*tokenizer), std::move(cache),
                                                 std::move(scheduler), std::move(info)));

@@ -21,9 +21,23 @@ const std::vector<double> kStepBuckets = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.0
 }  // namespace
 
 EngineMetrics EngineMetrics::create(MetricsRegistry& registry, const std::string& model_name,
-                                    std::function<EngineStats()> stats) {
+                                    std::function<EngineStats()> stats, const MemoryUsage& memory) {
   EngineMetrics m;
   const MetricLabels model = {{"model_name", model_name}};
+  for (const auto& [kind, bytes] : {std::pair<const char*, int64_t>{"weights", memory.weights},
+                                    {"kv_cache", memory.kv_cache},
+                                    {"activations", memory.activations},
+                                    {"other", memory.other}}) {
+    registry
+        .gauge("moeserve:memory_bytes",
+               "Memory planned at load: weights, KV cache, activation bound, rest of the process.",
+               {{"model_name", model_name}, {"kind", kind}})
+        .set(static_cast<double>(bytes));
+  }
+  registry
+      .gauge("moeserve:resident_memory_after_load_bytes",
+             "Resident memory of the process measured once the model was loaded.", model)
+      .set(static_cast<double>(memory.rss_after_load));
   m.prompt_tokens = &registry.counter("vllm:prompt_tokens", "Prefill tokens processed.", model);
   m.generation_tokens =
       &registry.counter("vllm:generation_tokens", "Generation tokens processed.", model);

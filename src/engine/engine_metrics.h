@@ -30,9 +30,10 @@ struct EngineMetrics {
   Histogram* step_time = nullptr;    // moeserve:step_duration_seconds
 
   // Registers everything in `registry` labelled model_name=`model`; the gauges (running,
-  // waiting, KV usage, …) read `stats` at scrape time.
+  // waiting, KV usage, …) read `stats` at scrape time. `memory` (fixed once loaded) sets
+  // moeserve:memory_bytes{kind} and moeserve:resident_memory_after_load_bytes.
   static EngineMetrics create(MetricsRegistry& registry, const std::string& model,
-                              std::function<EngineStats()> stats);
+                              std::function<EngineStats()> stats, const MemoryUsage& memory);
 };
 
 }  // namespace moeserve

@@ -146,4 +146,16 @@ StatusOr<Tensor> Checkpoint::get(const std::string& name,
   return t;
 }
 
+void Checkpoint::populate(const std::string& name) const {
+  auto it = tensors_.find(name);
+  MS_CHECK(it != tensors_.end(), "checkpoint ", dir_, ": no tensor '", name, "'");
+  it->second->populate(name);
+}
+
+void Checkpoint::release(const std::string& name) const {
+  auto it = tensors_.find(name);
+  MS_CHECK(it != tensors_.end(), "checkpoint ", dir_, ": no tensor '", name, "'");
+  it->second->release(name);
+}
+
 }  // namespace moeserve

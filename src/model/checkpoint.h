@@ -35,6 +35,11 @@ class Checkpoint {
   // As above, and the shape must equal `expected_shape`.
   StatusOr<Tensor> get(const std::string& name, const std::vector<int64_t>& expected_shape) const;
 
+  // Page residency of a tensor's bytes in its shard's mapping (see
+  // SafetensorsFile::populate / release). The tensor must exist.
+  void populate(const std::string& name) const;
+  void release(const std::string& name) const;
+
  private:
   Status open_indexed(const std::string& index_path);
   Status open_single_file();

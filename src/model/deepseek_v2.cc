@@ -1,5 +1,6 @@
 #include "model/deepseek_v2.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "model/checkpoint.h"
@@ -30,8 +31,34 @@ StatusOr<std::unique_ptr<DeepseekV2Model>> DeepseekV2Model::load(const std::stri
                                                                  Backend& backend) {
   ASSIGN_OR_RETURN(ModelConfig config, load_model_config(model_dir));
   ASSIGN_OR_RETURN(Checkpoint checkpoint, Checkpoint::open(model_dir));
-  ASSIGN_OR_RETURN(DeepseekWeights weights, load_deepseek_weights(config, checkpoint, backend));
+  return load(std::move(config), checkpoint, backend);
+}
+
+StatusOr<std::unique_ptr<DeepseekV2Model>> DeepseekV2Model::load(ModelConfig config,
+                                                                 const Checkpoint& checkpoint,
+                                                                 Backend& backend,
+                                                                 const LoadProgress& progress) {
+  ASSIGN_OR_RETURN(DeepseekWeights weights,
+                   load_deepseek_weights(config, checkpoint, backend, progress));
   return std::make_unique<DeepseekV2Model>(std::move(config), std::move(weights), backend);
+}
+
+int64_t DeepseekV2Model::activation_bytes(const ModelConfig& c, int64_t n, int64_t n_logit_rows) {
+  const int64_t d = c.hidden_size, h = c.num_attention_heads, nope = c.qk_nope_head_dim,
+                rope = c.qk_rope_head_dim, latent = c.kv_lora_rank, v = c.v_head_dim;
+  // The residual stream and the normed / branch outputs live across layers.
+  const int64_t stream = 3 * n * d;
+  const int64_t attention =
+      n * (h * (nope + rope) + c.q_lora_rank.value_or(0) + latent + rope + 2 * h * latent + h * v);
+  const int64_t dense = 3 * n * c.intermediate_size;
+  int64_t moe = 0;
+  if (c.n_routed_experts.has_value()) {
+    const int64_t f = c.moe_intermediate_size, fs = f * c.n_shared_experts;
+    moe = n * (*c.n_routed_experts + 2 * c.num_experts_per_tok) + n * (2 * d + 3 * f) +
+          n * (d + 3 * fs);
+  }
+  const int64_t head = n_logit_rows * (d + c.vocab_size);
+  return static_cast<int64_t>(sizeof(float)) * (stream + std::max({attention, dense, moe, head}));
 }
 
 DeepseekV2Model::DeepseekV2Model(ModelConfig config, DeepseekWeights weights, Backend& backend)

@@ -13,15 +13,27 @@
 
 namespace moeserve {
 
+class Checkpoint;
+
 class DeepseekV2Model {
  public:
   // Loads config.json and the safetensors weights of `model_dir` onto `backend`.
   static StatusOr<std::unique_ptr<DeepseekV2Model>> load(const std::string& model_dir,
                                                          Backend& backend);
+  // As above, for a config and checkpoint already opened (and planned).
+  static StatusOr<std::unique_ptr<DeepseekV2Model>> load(ModelConfig config,
+                                                         const Checkpoint& checkpoint,
+                                                         Backend& backend,
+                                                         const LoadProgress& progress = {});
+  // An upper bound on the activation memory of one forward() over `n_tokens`
+  // tokens with `n_logit_rows` logit rows (F32 tensors of the widest layer).
+  static int64_t activation_bytes(const ModelConfig& config, int64_t n_tokens,
+                                  int64_t n_logit_rows);
   // For weights made elsewhere (benchmarks build random ones).
   DeepseekV2Model(ModelConfig config, DeepseekWeights weights, Backend& backend);
 
   const ModelConfig& config() const { return config_; }
+  const WeightBytes& weight_bytes() const { return weights_.bytes; }
   Backend& backend() const { return backend_; }
   // Width of one KV-cache row: kv_lora_rank + qk_rope_head_dim.
   int kv_row_width() const { return config_.kv_lora_rank + config_.qk_rope_head_dim; }

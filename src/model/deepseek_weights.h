@@ -1,10 +1,17 @@
 // Weights of a DeepSeek-V2/V3 model, laid out for the forward pass.
 //
-// Loading validates every tensor against the config, dequantizes FP8 block-
-// scaled weights, splits kv_b_proj into its absorbed halves and stacks the
-// routed experts, then uploads everything to the backend once.
+// Every weight stays in the dtype the checkpoint stores (F32, BF16, F16, or
+// FP8 E4M3 with its 128×128 block scales). A weight used as stored is handed
+// to Backend::prepare_weight straight from the file's mapping, so on the CPU
+// the page cache is the weight memory. Weights the forward pass needs in
+// another layout (gate and up rows stacked, experts stacked, kv_b_proj split
+// into its absorbed halves) are repacked once into a buffer of their own, and
+// the original pages are released, so nothing is held twice.
 #pragma once
 
+#include <cstdint>
+#include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -40,20 +47,40 @@ struct DeepseekLayerWeights {
   Tensor shared_down;      // [hidden, moe_intermediate * n_shared]
 };
 
+// Bytes of the prepared weights, block scales included.
+struct WeightBytes {
+  std::map<DType, int64_t> by_dtype;  // every prepared tensor, by its dtype
+  int64_t mapped = 0;                 // of which used in place from the checkpoint's pages
+  int64_t repacked = 0;               // of which copied into buffers of their own
+  int64_t checkpoint = 0;             // bytes of checkpoint tensors read to make them
+  int64_t total() const { return mapped + repacked; }
+  std::string describe() const;  // "3.31 GiB: BF16 3.30 GiB, F32 12.0 MiB; 2.10 GiB mapped, …"
+};
+
 struct DeepseekWeights {
   Tensor embed;  // [vocab, hidden]
   std::vector<DeepseekLayerWeights> layers;
   Tensor final_norm;  // [hidden]
   Tensor lm_head;     // [vocab, hidden] (the embedding when tied)
+  WeightBytes bytes;
 };
+
+// Called as loading proceeds with (checkpoint bytes done, bytes in all); may
+// be called from several loading threads, one at a time.
+using LoadProgress = std::function<void(int64_t done, int64_t total)>;
+// A LoadProgress that logs "loading weights: done / total (rate)" every
+// `interval_s` seconds.
+LoadProgress periodic_load_log(double interval_s = 5.0);
 
 // Reads and validates all weights the config needs from `checkpoint`.
 StatusOr<DeepseekWeights> load_deepseek_weights(const ModelConfig& config,
-                                                const Checkpoint& checkpoint, Backend& backend);
+                                                const Checkpoint& checkpoint, Backend& backend,
+                                                const LoadProgress& progress = {});
 
-// Host-side helpers shared with tests and benchmarks.
-// W[i, j] = fp8[i, j] · scale_inv[i / block_n, j / block_k] as F32.
-StatusOr<Tensor> dequantize_fp8_block(const Tensor& fp8, const Tensor& scale_inv, int block_n,
-                                      int block_k, const std::string& name);
+// What load_deepseek_weights would prepare, from the checkpoint's headers and
+// shapes alone: no weight byte is read and nothing is allocated. The same
+// validation runs, so a checkpoint that would fail to load fails here.
+StatusOr<WeightBytes> plan_deepseek_weights(const ModelConfig& config,
+                                            const Checkpoint& checkpoint);
 
 }  // namespace moeserve

@@ -61,6 +61,7 @@ StatusOr<std::shared_ptr<SafetensorsFile>> SafetensorsFile::open(const std::stri
   // Buffer wants a mutable pointer; the mapping is read-only and so are our tensors.
   st->data_ = Buffer::borrowed(const_cast<uint8_t*>(file->data()) + data_begin, size - data_begin,
                                Device::kCpu, file);
+  st->data_begin_ = data_begin;
   st->file_ = std::move(file);
   RETURN_IF_ERROR(st->parse_header(st->file_->data() + 8, static_cast<int64_t>(n_header)));
   return st;
@@ -191,6 +192,22 @@ StatusOr<Tensor> SafetensorsFile::tensor(const std::string& name) const {
   }
   const Entry& e = it->second;
   return Tensor(data_, e.dtype, e.shape, e.begin);
+}
+
+const SafetensorsFile::Entry& SafetensorsFile::entry(const std::string& name) const {
+  auto it = entries_.find(name);
+  MS_CHECK(it != entries_.end(), path_, ": no tensor '", name, "'");
+  return it->second;
+}
+
+void SafetensorsFile::populate(const std::string& name) const {
+  const Entry& e = entry(name);
+  file_->populate(data_begin_ + e.begin, e.end - e.begin);
+}
+
+void SafetensorsFile::release(const std::string& name) const {
+  const Entry& e = entry(name);
+  file_->release(data_begin_ + e.begin, e.end - e.begin);
 }
 
 }  // namespace moeserve

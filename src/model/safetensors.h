@@ -39,6 +39,12 @@ class SafetensorsFile {
   // any tensor returned from here does, even after this object is gone.
   StatusOr<Tensor> tensor(const std::string& name) const;
 
+  // Page residency of one tensor's bytes (see MappedFile): populate() reads them
+  // in now; release() drops them from this process once a copy replaced them.
+  // The tensor must exist.
+  void populate(const std::string& name) const;
+  void release(const std::string& name) const;
+
  private:
   struct Entry {
     DType dtype;
@@ -49,10 +55,12 @@ class SafetensorsFile {
 
   SafetensorsFile() = default;
   Status parse_header(const uint8_t* header, int64_t n_header_bytes);
+  const Entry& entry(const std::string& name) const;
 
   std::string path_;
   std::shared_ptr<MappedFile> file_;
   std::shared_ptr<Buffer> data_;  // the data section, borrowing file_
+  int64_t data_begin_ = 0;        // file offset of the data section
   std::vector<std::string> names_;
   std::unordered_map<std::string, Entry> entries_;
   std::unordered_map<std::string, std::string> metadata_;

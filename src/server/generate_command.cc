@@ -1,4 +1,5 @@
 // `moeserve generate`: one prompt through a model directory, on any backend.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -9,8 +10,11 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "common/logging.h"
+#include "common/process_memory.h"
+#include "engine/memory_plan.h"
 #include "engine/model_runner.h"
 #include "engine/sampler.h"
+#include "model/checkpoint.h"
 #include "tokenizer/tokenizer.h"
 #include <nlohmann/json.hpp>
 
@@ -34,6 +38,7 @@ constexpr const char* kUsage =
     "  --backend NAME       cpu, cuda or auto (default auto)\n"
     "  --threads N          CPU threads (default: all)\n"
     "  --block-size N       KV-cache block size in tokens (default 64)\n"
+    "  --memory-limit-gb G  memory the model must fit in (default: cgroup limit or RAM)\n"
     "  --log-level LEVEL    trace, debug, info (default), warn, error, off\n";
 
 struct GenerateArgs {
@@ -48,13 +53,16 @@ struct GenerateArgs {
   std::string backend = "auto";
   int threads = 0;
   int block_size = 64;
+  double memory_limit_gb = 0;
   std::string log_level = "info";
 };
 
 template <typename T>
 Status parse_number(const std::string& flag, const std::string& text, T* out) {
   bool ok;
-  if constexpr (std::is_floating_point_v<T>) {
+  if constexpr (std::is_same_v<T, double>) {
+    ok = absl::SimpleAtod(text, out);
+  } else if constexpr (std::is_floating_point_v<T>) {
     ok = absl::SimpleAtof(text, out);
   } else {
     ok = absl::SimpleAtoi(text, out);
@@ -104,6 +112,8 @@ StatusOr<GenerateArgs> parse_args(int argc, char** argv) {
       RETURN_IF_ERROR(parse_number(flag, v, &a.threads));
     } else if (flag == "--block-size") {
       RETURN_IF_ERROR(parse_number(flag, v, &a.block_size));
+    } else if (flag == "--memory-limit-gb") {
+      RETURN_IF_ERROR(parse_number(flag, v, &a.memory_limit_gb));
     } else if (flag == "--log-level") {
       a.log_level = v;
     } else {
@@ -126,6 +136,9 @@ StatusOr<GenerateArgs> parse_args(int argc, char** argv) {
   if (a.block_size <= 0 || a.block_size > 4096) {
     return absl::InvalidArgumentError("--block-size must be in [1, 4096]");
   }
+  if (!(a.memory_limit_gb >= 0 && a.memory_limit_gb < 1e6)) {
+    return absl::InvalidArgumentError("--memory-limit-gb must be in [0, 1e6)");
+  }
   return a;
 }
 
@@ -145,14 +158,10 @@ StatusOr<std::unique_ptr<Tokenizer>> load_tokenizer(const std::string& dir, int 
 
 Status generate(const GenerateArgs& a) {
   ASSIGN_OR_RETURN(auto backend, create_backend(a.backend, a.threads));
-  const auto t0 = std::chrono::steady_clock::now();
-  ASSIGN_OR_RETURN(auto model, DeepseekV2Model::load(a.model, *backend));
-  const auto t1 = std::chrono::steady_clock::now();
-  MS_LOG_INFO("loaded {} on {} in {:.2f} s: {}", a.model, backend->name(),
-              std::chrono::duration<double>(t1 - t0).count(), model->config().summary());
-
+  ASSIGN_OR_RETURN(ModelConfig config, load_model_config(a.model));
+  ASSIGN_OR_RETURN(Checkpoint checkpoint, Checkpoint::open(a.model));
   ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer,
-                   load_tokenizer(a.model, model->config().vocab_size));
+                   load_tokenizer(a.model, config.vocab_size));
   std::vector<int32_t> prompt_ids = a.prompt_ids;
   if (a.prompt_text.has_value()) {
     if (tokenizer == nullptr) {
@@ -162,17 +171,38 @@ Status generate(const GenerateArgs& a) {
     prompt_ids = tokenizer->encode(*a.prompt_text);
     if (prompt_ids.empty()) return absl::InvalidArgumentError("--prompt encodes to no tokens");
   }
-  int32_t eos = model->config().eos_token_id.value_or(tokenizer ? tokenizer->eos_id() : -1);
+  int32_t eos = config.eos_token_id.value_or(tokenizer ? tokenizer->eos_id() : -1);
   if (a.ignore_eos) eos = -1;
 
   const int64_t n_total = static_cast<int64_t>(prompt_ids.size()) + a.max_tokens;
-  if (n_total > model->max_positions()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("prompt (", prompt_ids.size(), " tokens) + --max-tokens (", a.max_tokens,
-                     ") exceeds the model's context of ", model->max_positions(), " tokens"));
+  if (n_total > config.max_position_embeddings) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "prompt (", prompt_ids.size(), " tokens) + --max-tokens (", a.max_tokens,
+        ") exceeds the model's context of ", config.max_position_embeddings, " tokens"));
   }
   const int n_blocks = static_cast<int>((n_total + a.block_size - 1) / a.block_size) + 1;
+
+  ASSIGN_OR_RETURN(const WeightBytes planned, plan_deepseek_weights(config, checkpoint));
+  MemoryUsage mem;
+  mem.weights = planned.total();
+  mem.kv_cache = int64_t{n_blocks} * a.block_size * config.num_hidden_layers *
+                 (config.kv_lora_rank + config.qk_rope_head_dim) *
+                 static_cast<int64_t>(sizeof(float));
+  mem.activations = DeepseekV2Model::activation_bytes(
+      config, std::max<int64_t>(static_cast<int64_t>(prompt_ids.size()), 1), 1);
+  mem.other = resident_bytes();
+  RETURN_IF_ERROR(check_memory_fits(a.memory_limit_gb, mem));
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSIGN_OR_RETURN(auto model, DeepseekV2Model::load(std::move(config), checkpoint, *backend,
+                                                     periodic_load_log()));
+  const auto t1 = std::chrono::steady_clock::now();
+  MS_LOG_INFO("loaded {} on {} in {:.2f} s: {}", a.model, backend->name(),
+              std::chrono::duration<double>(t1 - t0).count(), model->config().summary());
   ModelRunner runner(*model, n_blocks, a.block_size);
+  mem.weights = model->weight_bytes().total();
+  mem.weights_detail = model->weight_bytes().describe();
+  mem.rss_after_load = resident_bytes();
+  MS_LOG_INFO("memory: {}", describe_memory(mem));
   const int seq = runner.create_sequence();
   Sampler sampler(a.sampling);
 

@@ -342,3 +342,50 @@ TEST(TensorTest, HostBuffersAreZeroedAndAligned) {
 
 }  // namespace
 }  // namespace moeserve
+
+namespace moeserve {
+namespace {
+
+// FP8 block scales: element [e, i, j] is scaled by scales[e, i / br, j / bc],
+// and selecting an expert keeps that expert's scales.
+TEST(TensorTest, BlockScalesApplyPerBlockAndFollowSelect) {
+  const int64_t n_exp = 3, rows = 10, cols = 7, br = 4, bc = 3;
+  Tensor w = Tensor::empty_host(DType::kFP8E4M3, {n_exp, rows, cols});
+  Tensor s = Tensor::empty_host(DType::kF32, {n_exp, 3, 3});
+  for (int64_t i = 0; i < w.numel(); ++i)
+    w.data<uint8_t>()[i] = static_cast<uint8_t>(0x30 + i % 64);
+  for (int64_t i = 0; i < s.numel(); ++i) s.data<float>()[i] = 0.5f + 0.25f * static_cast<float>(i);
+  w.set_block_scales(s, br, bc);
+  const std::vector<float> all = to_f32_vector(w);
+  for (int64_t e = 0; e < n_exp; ++e) {
+    const Tensor we = w.select(0, e);
+    ASSERT_NE(we.block_scales(), nullptr);
+    EXPECT_EQ(we.block_rows(), br);
+    const std::vector<float> one = to_f32_vector(we);
+    for (int64_t i = 0; i < rows; ++i) {
+      for (int64_t j = 0; j < cols; ++j) {
+        const int64_t at = (e * rows + i) * cols + j;
+        const float want = fp8e4m3_to_f32(static_cast<uint8_t>(0x30 + at % 64)) *
+                           s.data<float>()[(e * 3 + i / br) * 3 + j / bc];
+        ASSERT_EQ(all[static_cast<size_t>(at)], want) << e << " " << i << " " << j;
+        ASSERT_EQ(one[static_cast<size_t>(i * cols + j)], want) << e << " " << i << " " << j;
+      }
+    }
+  }
+  // A slice of experts keeps the matching scales too.
+  const std::vector<float> tail = to_f32_vector(w.slice(0, 1, 3));
+  EXPECT_EQ(tail, std::vector<float>(all.begin() + rows * cols, all.end()));
+}
+
+TEST(TensorTest, BlockScaledTensorsRefuseSlicesOfTheirBlocks) {
+  Tensor w = Tensor::empty_host(DType::kFP8E4M3, {8, 8});
+  w.set_block_scales(Tensor::empty_host(DType::kF32, {2, 2}), 4, 4);
+  EXPECT_DEATH(w.slice(0, 0, 4), "block scales");
+  EXPECT_DEATH(w.slice(1, 0, 4), "block scales");
+  EXPECT_DEATH(w.reshape({64}), "block-scaled");
+  EXPECT_DEATH(w.set_block_scales(Tensor::empty_host(DType::kF32, {2, 3}), 4, 4), "do not match");
+  EXPECT_DEATH(w.set_block_scales(Tensor::empty_host(DType::kBF16, {2, 2}), 4, 4), "do not match");
+}
+
+}  // namespace
+}  // namespace moeserve

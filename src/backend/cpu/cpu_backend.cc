@@ -30,16 +30,6 @@ void check_dtype(const Tensor& t, DType d, const char* what) {
   MS_CHECK(t.dtype() == d, what, " is ", t.describe(), ", expected ", dtype_name(d));
 }
 
-float load_float(const void* base, DType t, int64_t i) {
-  switch (t) {
-    case DType::kF32: return static_cast<const float*>(base)[i];
-    case DType::kBF16: return bf16_to_f32(static_cast<const uint16_t*>(base)[i]);
-    case DType::kF16: return f16_to_f32(static_cast<const uint16_t*>(base)[i]);
-    default: MS_CHECK(false, "unsupported float dtype ", dtype_name(t));
-  }
-  return 0.0f;
-}
-
 float silu(float v) { return v / (1.0f + std::exp(-v)); }
 
 }  // namespace
@@ -69,13 +59,11 @@ void CpuBackend::gather_rows(const Tensor& src, const Tensor& indices, const Ten
   const int64_t n = indices.dim(0), d = src.dim(1), n_rows = src.dim(0);
   MS_CHECK(out.dim(0) == n && out.dim(1) == d, "gather out ", out.describe());
   const int32_t* idx = indices.data<int32_t>();
-  const int64_t elem_bytes = dtype_bits(src.dtype()) / 8;
+  const cpu::WeightView table = cpu::WeightView::of(src);
   pool_.parallel_for(n, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
       MS_CHECK(idx[i] >= 0 && idx[i] < n_rows, "gather index ", idx[i], " out of range ", n_rows);
-      const char* s = static_cast<const char*>(src.raw()) + idx[i] * src.stride(0) * elem_bytes;
-      float* o = row<float>(out, i);
-      for (int64_t j = 0; j < d; ++j) o[j] = load_float(s, src.dtype(), j);
+      cpu::decode_row(table, idx[i], d, row<float>(out, i));
     }
   });
 }
@@ -118,7 +106,7 @@ void CpuBackend::linear(const Tensor& x, const Tensor& w, const Tensor& out) {
   const int64_t n = x.dim(0), k = x.dim(1), m = w.dim(0);
   MS_CHECK(w.dim(1) == k && out.dim(0) == n && out.dim(1) == m, "linear shapes ", x.describe(), " ",
            w.describe(), " ", out.describe());
-  cpu::gemm_xwt(x.data<float>(), x.stride(0), w.raw(), w.dtype(), w.stride(0), out.data<float>(),
+  cpu::gemm_xwt(x.data<float>(), x.stride(0), cpu::WeightView::of(w), out.data<float>(),
                 out.stride(0), n, m, k, pool_);
 }
 
@@ -130,9 +118,8 @@ void CpuBackend::head_linear(const Tensor& x, const Tensor& w, const Tensor& out
   for (int64_t h = 0; h < n_heads; ++h) {
     // Head h of every token is a [n, k] matrix with row stride x.stride(0).
     const Tensor w_h = w.select(0, h);
-    cpu::gemm_xwt(x.data<float>() + h * x.stride(1), x.stride(0), w_h.raw(), w.dtype(),
-                  w_h.stride(0), out.data<float>() + h * out.stride(1), out.stride(0), n, m, k,
-                  pool_);
+    cpu::gemm_xwt(x.data<float>() + h * x.stride(1), x.stride(0), cpu::WeightView::of(w_h),
+                  out.data<float>() + h * out.stride(1), out.stride(0), n, m, k, pool_);
   }
 }
 
@@ -333,13 +320,12 @@ void CpuBackend::moe_ffn(const Tensor& x, const Tensor& topk_ids, const Tensor& 
     act.resize(static_cast<size_t>(m * f));
     y.resize(static_cast<size_t>(m * d));
     const Tensor wgu = w_gate_up.select(0, e), wd = w_down.select(0, e);
-    cpu::gemm_xwt(xs.data(), d, wgu.raw(), wgu.dtype(), wgu.stride(0), gu.data(), 2 * f, m, 2 * f,
-                  d, pool_);
+    cpu::gemm_xwt(xs.data(), d, cpu::WeightView::of(wgu), gu.data(), 2 * f, m, 2 * f, d, pool_);
     for (int64_t i = 0; i < m; ++i) {
       for (int64_t j = 0; j < f; ++j)
         act[i * f + j] = silu(gu[i * 2 * f + j]) * gu[i * 2 * f + f + j];
     }
-    cpu::gemm_xwt(act.data(), f, wd.raw(), wd.dtype(), wd.stride(0), y.data(), d, m, d, f, pool_);
+    cpu::gemm_xwt(act.data(), f, cpu::WeightView::of(wd), y.data(), d, m, d, f, pool_);
     for (int64_t i = 0; i < m; ++i) {
       float* o = row<float>(out, toks[i].first);
       const float wgt = toks[i].second;

@@ -17,6 +17,7 @@ class CpuBackend final : public Backend {
   Tensor alloc(DType dtype, std::vector<int64_t> shape) override;
   void copy(const Tensor& src, const Tensor& dst) override;
   void synchronize() override {}
+  Tensor prepare_weight(const Tensor& host) override { return host; }
 
   void gather_rows(const Tensor& src, const Tensor& indices, const Tensor& out) override;
   void rms_norm(const Tensor& x, const Tensor& weight, float eps, const Tensor& out) override;

@@ -16,22 +16,25 @@ namespace {
 constexpr int64_t kMaxStreamRows = 8;
 // Above this many activation rows, products go to OpenBLAS (compute-bound).
 constexpr int64_t kBlasMinRows = 16;
+// E4M3 bits placed in an F16's sign/exponent/mantissa fields read as the
+// value times 2^-8 (exponent bias 15 instead of 7), subnormals included; the
+// F16 → F32 conversion then yields normal F32 values (no subnormal stalls).
+constexpr float kFp8Rebias = 256.0f;
 
-inline float load_w(const void* w, DType t, int64_t i) {
-  return t == DType::kBF16 ? bf16_to_f32(static_cast<const uint16_t*>(w)[i])
-                           : static_cast<const float*>(w)[i];
+const float* scale_row(const WeightView& w, int64_t j) {
+  return w.scales + (j / w.block_rows) * w.scale_ld;
 }
 
 // Scalar fallback: out[r][j] for rows r < n_rows of x and weight rows [j0, j1).
-void stream_rows_scalar(const float* x, int64_t x_ld, const void* w, DType wt, int64_t w_ld,
-                        float* out, int64_t out_ld, int64_t n_rows, int64_t j0, int64_t j1,
-                        int64_t k) {
+void stream_rows_scalar(const float* x, int64_t x_ld, const WeightView& w, float* out,
+                        int64_t out_ld, int64_t n_rows, int64_t j0, int64_t j1, int64_t k) {
+  std::vector<float> wr(static_cast<size_t>(k));
   for (int64_t j = j0; j < j1; ++j) {
-    const int64_t base = j * w_ld;
+    decode_row(w, j, k, wr.data());
     for (int64_t r = 0; r < n_rows; ++r) {
       const float* xr = x + r * x_ld;
       float acc = 0.0f;
-      for (int64_t i = 0; i < k; ++i) acc += xr[i] * load_w(w, wt, base + i);
+      for (int64_t i = 0; i < k; ++i) acc += xr[i] * wr[static_cast<size_t>(i)];
       out[r * out_ld + j] = acc;
     }
   }
@@ -44,42 +47,74 @@ __attribute__((target("avx2,fma"))) inline float hsum256(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-__attribute__((target("avx2,fma"))) inline __m256 load8(const void* w, DType t, int64_t i) {
-  if (t == DType::kBF16) {
-    const __m128i h =
-        _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(w) + i));
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+// Eight weights from element `i` of a row, widened to F32 (FP8 unscaled, times 2^-8).
+__attribute__((target("avx2,fma,f16c"))) inline __m256 load8(const void* row, DType t, int64_t i) {
+  switch (t) {
+    case DType::kBF16: {
+      const __m128i h =
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(row) + i));
+      return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    }
+    case DType::kF16:
+      return _mm256_cvtph_ps(
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(row) + i)));
+    case DType::kFP8E4M3: {
+      const __m128i b = _mm_cvtepu8_epi16(
+          _mm_loadl_epi64(reinterpret_cast<const __m128i*>(static_cast<const uint8_t*>(row) + i)));
+      const __m128i sign = _mm_slli_epi16(_mm_and_si128(b, _mm_set1_epi16(0x80)), 8);
+      const __m128i mag = _mm_slli_epi16(_mm_and_si128(b, _mm_set1_epi16(0x7F)), 7);
+      return _mm256_cvtph_ps(_mm_or_si128(sign, mag));
+    }
+    default: return _mm256_loadu_ps(static_cast<const float*>(row) + i);
   }
-  return _mm256_loadu_ps(static_cast<const float*>(w) + i);
 }
 
-// AVX2: each weight row is read once and dotted with n_rows (≤ 8) activation rows.
+// AVX2: each weight row is read once and dotted with kRows (≤ 8) activation
+// rows. The row is walked in spans that share one scale (the whole row unless
+// the weight is FP8), whose partial sums are scaled once per span.
 template <int kRows>
-__attribute__((target("avx2,fma"))) void stream_rows_avx2(const float* x, int64_t x_ld,
-                                                          const void* w, DType wt, int64_t w_ld,
-                                                          float* out, int64_t out_ld, int64_t j0,
-                                                          int64_t j1, int64_t k) {
-  const int64_t k8 = k / 8 * 8;
+__attribute__((target("avx2,fma,f16c"))) void stream_rows_avx2(const float* x, int64_t x_ld,
+                                                               const WeightView& w, float* out,
+                                                               int64_t out_ld, int64_t j0,
+                                                               int64_t j1, int64_t k) {
+  const bool fp8 = w.dtype == DType::kFP8E4M3;
+  const int64_t span = fp8 ? w.block_cols : k;
+  const int64_t elem_bytes = dtype_bits(w.dtype) / 8;
   for (int64_t j = j0; j < j1; ++j) {
-    const int64_t base = j * w_ld;
-    __m256 acc[kRows];
-    for (int r = 0; r < kRows; ++r) acc[r] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < k8; i += 8) {
-      const __m256 wv = load8(w, wt, base + i);
+    const void* wrow = static_cast<const char*>(w.data) + j * w.ld * elem_bytes;
+    const float* srow = fp8 ? scale_row(w, j) : nullptr;
+    float total[kRows] = {};
+    for (int64_t s0 = 0; s0 < k; s0 += span) {
+      const int64_t s1 = std::min(k, s0 + span), s8 = s0 + (s1 - s0) / 8 * 8;
+      __m256 acc[kRows];
+      for (int r = 0; r < kRows; ++r) acc[r] = _mm256_setzero_ps();
+      for (int64_t i = s0; i < s8; i += 8) {
+        const __m256 wv = load8(wrow, w.dtype, i);
+        for (int r = 0; r < kRows; ++r) {
+          acc[r] = _mm256_fmadd_ps(_mm256_loadu_ps(x + r * x_ld + i), wv, acc[r]);
+        }
+      }
+      float tail_w[8];
+      for (int64_t i = s8; i < s1; ++i) {
+        tail_w[i - s8] =
+            fp8 ? fp8e4m3_to_f32(static_cast<const uint8_t*>(wrow)[i]) / kFp8Rebias
+                : (w.dtype == DType::kBF16  ? bf16_to_f32(static_cast<const uint16_t*>(wrow)[i])
+                   : w.dtype == DType::kF16 ? f16_to_f32(static_cast<const uint16_t*>(wrow)[i])
+                                            : static_cast<const float*>(wrow)[i]);
+      }
+      const float scale = fp8 ? srow[s0 / w.block_cols] * kFp8Rebias : 1.0f;
       for (int r = 0; r < kRows; ++r) {
-        acc[r] = _mm256_fmadd_ps(_mm256_loadu_ps(x + r * x_ld + i), wv, acc[r]);
+        float s = hsum256(acc[r]);
+        for (int64_t i = s8; i < s1; ++i) s += x[r * x_ld + i] * tail_w[i - s8];
+        total[r] += s * scale;
       }
     }
-    for (int r = 0; r < kRows; ++r) {
-      float s = hsum256(acc[r]);
-      for (int64_t i = k8; i < k; ++i) s += x[r * x_ld + i] * load_w(w, wt, base + i);
-      out[r * out_ld + j] = s;
-    }
+    for (int r = 0; r < kRows; ++r) out[r * out_ld + j] = total[r];
   }
 }
 
-using StreamFn = void (*)(const float*, int64_t, const void*, DType, int64_t, float*, int64_t,
-                          int64_t, int64_t, int64_t);
+using StreamFn = void (*)(const float*, int64_t, const WeightView&, float*, int64_t, int64_t,
+                          int64_t, int64_t);
 
 StreamFn avx2_kernel(int64_t n_rows) {
   switch (n_rows) {
@@ -95,35 +130,78 @@ StreamFn avx2_kernel(int64_t n_rows) {
 }
 
 bool have_avx2() {
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                         __builtin_cpu_supports("f16c");
   return ok;
 }
 
 }  // namespace
 
-void gemm_xwt(const float* x, int64_t x_ld, const void* w, DType w_dtype, int64_t w_ld, float* out,
-              int64_t out_ld, int64_t n, int64_t m, int64_t k, ThreadPool& pool) {
-  MS_CHECK(w_dtype == DType::kF32 || w_dtype == DType::kBF16, "gemm weight dtype ",
-           dtype_name(w_dtype));
+WeightView WeightView::of(const Tensor& w) {
+  MS_CHECK(w.ndim() == 2, "weight ", w.describe(), " must be 2-D");
+  WeightView v;
+  v.data = w.raw();
+  v.dtype = w.dtype();
+  v.ld = w.stride(0);
+  MS_CHECK(v.dtype == DType::kF32 || v.dtype == DType::kBF16 || v.dtype == DType::kF16 ||
+               v.dtype == DType::kFP8E4M3,
+           "weight dtype ", dtype_name(v.dtype), " is not supported by the CPU backend");
+  if (v.dtype == DType::kFP8E4M3) {
+    MS_CHECK(w.block_scales() != nullptr, "FP8 weight ", w.describe(), " has no block scales");
+    const Tensor& s = *w.block_scales();
+    v.scales = s.data<float>();
+    v.scale_ld = s.stride(0);
+    v.block_rows = w.block_rows();
+    v.block_cols = w.block_cols();
+  }
+  return v;
+}
+
+void decode_row(const WeightView& w, int64_t j, int64_t k, float* out) {
+  switch (w.dtype) {
+    case DType::kF32: {
+      const float* src = static_cast<const float*>(w.data) + j * w.ld;
+      std::copy(src, src + k, out);
+      return;
+    }
+    case DType::kBF16: {
+      const uint16_t* src = static_cast<const uint16_t*>(w.data) + j * w.ld;
+      for (int64_t i = 0; i < k; ++i) out[i] = bf16_to_f32(src[i]);
+      return;
+    }
+    case DType::kF16: {
+      const uint16_t* src = static_cast<const uint16_t*>(w.data) + j * w.ld;
+      for (int64_t i = 0; i < k; ++i) out[i] = f16_to_f32(src[i]);
+      return;
+    }
+    case DType::kFP8E4M3: {
+      const uint8_t* src = static_cast<const uint8_t*>(w.data) + j * w.ld;
+      const float* srow = scale_row(w, j);
+      for (int64_t i = 0; i < k; ++i) out[i] = fp8e4m3_to_f32(src[i]) * srow[i / w.block_cols];
+      return;
+    }
+    default: MS_CHECK(false, "gemm weight dtype ", dtype_name(w.dtype));
+  }
+}
+
+void gemm_xwt(const float* x, int64_t x_ld, const WeightView& w, float* out, int64_t out_ld,
+              int64_t n, int64_t m, int64_t k, ThreadPool& pool) {
   if (n == 0 || m == 0) return;
   if (n >= kBlasMinRows) {
-    if (w_dtype == DType::kF32) {
+    if (w.dtype == DType::kF32) {
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(m),
                   static_cast<int>(k), 1.0f, x, static_cast<int>(x_ld),
-                  static_cast<const float*>(w), static_cast<int>(w_ld), 0.0f, out,
+                  static_cast<const float*>(w.data), static_cast<int>(w.ld), 0.0f, out,
                   static_cast<int>(out_ld));
       return;
     }
-    // BF16 weights: widen a panel of rows at a time, then one SGEMM per panel.
+    // Narrow weights: widen a panel of rows at a time, then one SGEMM per panel.
     constexpr int64_t kPanel = 256;
     std::vector<float> panel(static_cast<size_t>(std::min(kPanel, m) * k));
     for (int64_t j0 = 0; j0 < m; j0 += kPanel) {
       const int64_t rows = std::min(kPanel, m - j0);
       pool.parallel_for(rows, [&](int64_t b, int64_t e) {
-        for (int64_t j = b; j < e; ++j) {
-          const uint16_t* src = static_cast<const uint16_t*>(w) + (j0 + j) * w_ld;
-          for (int64_t i = 0; i < k; ++i) panel[j * k + i] = bf16_to_f32(src[i]);
-        }
+        for (int64_t j = b; j < e; ++j) decode_row(w, j0 + j, k, panel.data() + j * k);
       });
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n),
                   static_cast<int>(rows), static_cast<int>(k), 1.0f, x, static_cast<int>(x_ld),
@@ -131,7 +209,9 @@ void gemm_xwt(const float* x, int64_t x_ld, const void* w, DType w_dtype, int64_
     }
     return;
   }
-  const bool avx2 = have_avx2();
+  // The vector kernel scales FP8 once per block of columns, so a block must
+  // hold whole 8-wide loads; other block widths take the scalar path.
+  const bool avx2 = have_avx2() && (w.dtype != DType::kFP8E4M3 || w.block_cols % 8 == 0);
   // Weight rows are split across threads; each chunk covers all activation rows.
   pool.parallel_for(
       m,
@@ -139,11 +219,9 @@ void gemm_xwt(const float* x, int64_t x_ld, const void* w, DType w_dtype, int64_
         for (int64_t r0 = 0; r0 < n; r0 += kMaxStreamRows) {
           const int64_t rows = std::min(kMaxStreamRows, n - r0);
           if (avx2) {
-            avx2_kernel(rows)(x + r0 * x_ld, x_ld, w, w_dtype, w_ld, out + r0 * out_ld, out_ld, j0,
-                              j1, k);
+            avx2_kernel(rows)(x + r0 * x_ld, x_ld, w, out + r0 * out_ld, out_ld, j0, j1, k);
           } else {
-            stream_rows_scalar(x + r0 * x_ld, x_ld, w, w_dtype, w_ld, out + r0 * out_ld, out_ld,
-                               rows, j0, j1, k);
+            stream_rows_scalar(x + r0 * x_ld, x_ld, w, out + r0 * out_ld, out_ld, rows, j0, j1, k);
           }
         }
       },

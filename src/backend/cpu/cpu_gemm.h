@@ -1,4 +1,5 @@
-// CPU matrix products: out = x · wᵀ for F32 activations and F32/BF16 weights.
+// CPU matrix products: out = x · wᵀ for F32 activations and F32, BF16, F16 or
+// block-scaled FP8 E4M3 weights, read in their stored dtype.
 #pragma once
 
 #include "common/tensor.h"
@@ -6,10 +7,27 @@
 
 namespace moeserve::cpu {
 
-// x: [n, k] F32 (row stride x_ld); w: [m, k] F32 or BF16 (row stride w_ld);
-// out: [n, m] F32 (row stride out_ld). Few rows (decode) stream the weights
-// once through a vectorised kernel; many rows (prefill) go to OpenBLAS.
-void gemm_xwt(const float* x, int64_t x_ld, const void* w, DType w_dtype, int64_t w_ld, float* out,
-              int64_t out_ld, int64_t n, int64_t m, int64_t k, ThreadPool& pool);
+// A [m, k] weight matrix as the kernels read it.
+struct WeightView {
+  const void* data = nullptr;     // row j starts `j * ld` elements in
+  DType dtype = DType::kF32;      // kF32, kBF16, kF16 or kFP8E4M3
+  int64_t ld = 0;                 // elements between consecutive rows
+  const float* scales = nullptr;  // FP8 only: [ceil(m / block_rows), scale_ld]
+  int64_t scale_ld = 0;           // scales between consecutive scale rows
+  int64_t block_rows = 0;         // FP8: rows sharing one scale row
+  int64_t block_cols = 0;         // FP8: columns sharing one scale
+
+  // A 2-D weight tensor (FP8 must carry F32 block scales).
+  static WeightView of(const Tensor& w);
+};
+
+// Row j of `w` widened to F32 (scales applied): out[0, k).
+void decode_row(const WeightView& w, int64_t j, int64_t k, float* out);
+
+// x: [n, k] F32 (row stride x_ld); out: [n, m] F32 (row stride out_ld). Few
+// rows (decode) stream the weights once through a vectorised kernel; many rows
+// (prefill) widen panels of weight rows and go to OpenBLAS.
+void gemm_xwt(const float* x, int64_t x_ld, const WeightView& w, float* out, int64_t out_ld,
+              int64_t n, int64_t m, int64_t k, ThreadPool& pool);
 
 }  // namespace moeserve::cpu
