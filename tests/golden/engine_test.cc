@@ -176,6 +176,37 @@ TEST(EngineTest, ConcurrentRequestsShareStepsAndEachMatchesItsSoloRun) {
       << metrics;
 }
 
+// The memory plan: filled before loading, published in /metrics, and the
+// resident memory after load covers at least the weights and the KV cache.
+TEST(EngineTest, MemoryPlanIsPublished) {
+  auto engine = make_engine(small_config());
+  ASSERT_NE(engine, nullptr);
+  const MemoryUsage& m = engine->model_info().memory;
+  EXPECT_GT(m.weights, 0);
+  EXPECT_EQ(m.kv_cache,
+            int64_t{256} * 4 * 3 * (32 + 8) * 4);  // blocks × tokens × layers × row × F32
+  EXPECT_GT(m.activations, 0);
+  EXPECT_GT(m.other, 0);
+  EXPECT_GE(m.rss_after_load, m.weights + m.kv_cache);
+  EXPECT_GT(m.limit, m.planned());
+  EXPECT_FALSE(m.weights_detail.empty());
+  const std::string metrics = engine->metrics().render();
+  for (const auto& [kind, bytes] : {std::pair<std::string, int64_t>{"weights", m.weights},
+                                    {"kv_cache", m.kv_cache},
+                                    {"activations", m.activations},
+                                    {"other", m.other}}) {
+    EXPECT_NE(metrics.find("moeserve:memory_bytes{model_name=\"v3_tiny\",kind=\"" + kind + "\"} " +
+                           std::to_string(bytes)),
+              std::string::npos)
+        << kind << "\n"
+        << metrics;
+  }
+  EXPECT_NE(metrics.find("moeserve:resident_memory_after_load_bytes{model_name=\"v3_tiny\"} " +
+                         std::to_string(m.rss_after_load)),
+            std::string::npos)
+      << metrics;
+}
+
 TEST(EngineTest, PreemptionUnderATinyCacheKeepsOutputsExact) {
   EngineConfig config = small_config();
   config.kv_cache_blocks = 24;  // 96 token slots for 8 requests of up to 30 tokens
