@@ -2,8 +2,8 @@
 #include <cmath>
 
 #include "kernels/elementwise.cuh"
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
+#include "kernels/simt/launch.h"
+#include "kernels/simt/simt.h"
 
 namespace moeserve::kernels {
 namespace {
@@ -26,7 +26,7 @@ __device__ __forceinline__ float load_as_f32(const void* p, ElemType type, int64
 // Sum of `v` over the block; every thread gets the result. blockDim.x must be a
 // multiple of the warp size and at most kRowThreads.
 __device__ float block_sum(float v) {
-  __shared__ float warp_sums[kRowThreads / kWarpSize];
+  SIMT_SHARED(float, warp_sums, [kRowThreads / kWarpSize]);
   for (int offset = kWarpSize / 2; offset > 0; offset /= 2) {
     v += __shfl_xor_sync(0xffffffffu, v, offset);
   }
@@ -101,26 +101,42 @@ cudaError_t launch_rms_norm(const RmsNormParams& params, cudaStream_t stream) {
   // Small rows get fewer threads, rounded up to whole warps (block_sum needs that).
   const int threads = std::min(kRowThreads, (params.d + kWarpSize - 1) / kWarpSize * kWarpSize);
   const auto blocks = static_cast<unsigned>(std::min(params.n_rows, kMaxRowBlocks));
-  rms_norm_kernel<<<blocks, threads, 0, stream>>>(params);
-  return cudaGetLastError();
+  return simt::launch({.kernel_name = "rms_norm_kernel",
+                       .grid = dim3(blocks),
+                       .block = dim3(static_cast<unsigned>(threads)),
+                       .stream = stream},
+                      rms_norm_kernel, params)
+      .code;
 }
 
 cudaError_t launch_add(const AddParams& params, cudaStream_t stream) {
   if (params.n_rows == 0 || params.d == 0) return cudaSuccess;
-  add_kernel<<<column_grid(params.d, params.n_rows), kColThreads, 0, stream>>>(params);
-  return cudaGetLastError();
+  return simt::launch({.kernel_name = "add_kernel",
+                       .grid = column_grid(params.d, params.n_rows),
+                       .block = dim3(kColThreads),
+                       .stream = stream},
+                      add_kernel, params)
+      .code;
 }
 
 cudaError_t launch_silu_mul(const SiluMulParams& params, cudaStream_t stream) {
   if (params.n_rows == 0 || params.f == 0) return cudaSuccess;
-  silu_mul_kernel<<<column_grid(params.f, params.n_rows), kColThreads, 0, stream>>>(params);
-  return cudaGetLastError();
+  return simt::launch({.kernel_name = "silu_mul_kernel",
+                       .grid = column_grid(params.f, params.n_rows),
+                       .block = dim3(kColThreads),
+                       .stream = stream},
+                      silu_mul_kernel, params)
+      .code;
 }
 
 cudaError_t launch_gather_rows(const GatherRowsParams& params, cudaStream_t stream) {
   if (params.n_rows == 0 || params.d == 0) return cudaSuccess;
-  gather_rows_kernel<<<column_grid(params.d, params.n_rows), kColThreads, 0, stream>>>(params);
-  return cudaGetLastError();
+  return simt::launch({.kernel_name = "gather_rows_kernel",
+                       .grid = column_grid(params.d, params.n_rows),
+                       .block = dim3(kColThreads),
+                       .stream = stream},
+                      gather_rows_kernel, params)
+      .code;
 }
 
 }  // namespace moeserve::kernels

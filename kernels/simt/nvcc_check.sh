@@ -1,13 +1,14 @@
 #!/bin/sh
 # Compiles kernel sources written on the SIMT layer with nvcc for sm_90a, warnings and spills
 # as errors, and prints registers / shared memory / spills per kernel (ptxas -v). No GPU
-# needed. Usage: kernels/simt/nvcc_check.sh [file.cu ...] (default: kernels/simt/tests/*.cu).
+# needed. Usage: kernels/simt/nvcc_check.sh [file.cu ...]
+# (default: kernels/*.cu and kernels/simt/tests/*.cu).
 # Exit status 0 on success, 1 on a compile error, warning or spill, 77 without nvcc.
 set -eu
 root=$(cd "$(dirname "$0")/../.." && pwd)
 nvcc=${NVCC:-/usr/local/cuda/bin/nvcc}
 [ -x "$nvcc" ] || { echo "nvcc not found at $nvcc"; exit 77; }
-[ $# -gt 0 ] || set -- "$root"/kernels/simt/tests/*.cu
+[ $# -gt 0 ] || set -- "$root"/kernels/*.cu "$root"/kernels/simt/tests/*.cu
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 status=0
