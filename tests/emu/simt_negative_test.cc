@@ -108,6 +108,15 @@ TEST_F(SimtNegative, ShuffleWithBadMaskIsAnError) {
   EXPECT_THAT(r.message, HasSubstr("0xffffff00"));
 }
 
+TEST_F(SimtNegative, LaneAtBarrierWhileWarpShufflesIsAStallNotAHang) {
+  std::vector<int> out(32, -1);
+  const LaunchResult r = launch_mask_bug({MaskBug::kLaneAtBarrier, out.data()});
+  EXPECT_EQ(r.code, cudaErrorLaunchFailure);
+  EXPECT_THAT(r.message, HasSubstr("no thread can make progress"));
+  EXPECT_THAT(r.message, HasSubstr("thread (5,0,0) waits at __syncthreads"));
+  EXPECT_THAT(r.message, HasSubstr("waits at __shfl_sync"));
+}
+
 TEST_F(SimtNegative, WrongMmaFragmentIndexGivesWrongResult) {
   std::mt19937 rng(5);
   std::vector<float> a(256), b(128);

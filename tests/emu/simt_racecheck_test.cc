@@ -1,11 +1,13 @@
 // The shared-memory race detector: a missing __syncthreads or __syncwarp is reported with the
 // kernel, block, variable, offset and both threads; correct kernels (barriers, __syncwarp,
-// shared atomics, ldmatrix after __syncwarp, the cp.async GEMM) report nothing. Needs the
-// instrumented kernel build, so the whole file is skipped in ASan builds.
+// shared atomics, ldmatrix after __syncwarp) report nothing. Also the spin-wait preemption,
+// which rides on the same hooks. Needs the instrumented kernel build (the access hooks), so
+// the whole file is skipped in ASan builds.
 #include <vector>
 
 #include "kernels/simt/emu/grid.h"
 #include "kernels/simt/tests/basic_kernels.cuh"
+#include "kernels/simt/tests/isa_kernels.cuh"
 #include "kernels/simt/tests/negative_kernels.cuh"
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -57,6 +59,23 @@ TEST_F(SimtRacecheck, WarpStagingNeedsSyncwarp) {
   for (int l = 0; l < 32; ++l) EXPECT_EQ(out[l], static_cast<float>((l + 1) % 32) * 1.5f);
 }
 
+TEST_F(SimtRacecheck, LdmatrixReadsCountForTheLaneGivingTheAddress) {
+  EmuOptions o;
+  o.racecheck = true;
+  emu::set_default_options(o);
+  std::vector<uint16_t> image(64 * 8, 7);
+  std::vector<int> lane_row(32);
+  for (int l = 0; l < 32; ++l) lane_row[l] = (l + 1) % 32;  // row written by the next lane
+  std::vector<uint32_t> regs(128);
+  LdmatrixProbeParams p{image.data(), lane_row.data(), 4, false, regs.data()};
+  EXPECT_TRUE(launch_ldmatrix_probe(p).ok());
+  p.skip_syncwarp = true;
+  const LaunchResult r = launch_ldmatrix_probe(p);
+  EXPECT_EQ(r.code, cudaErrorLaunchFailure);
+  EXPECT_THAT(r.message, HasSubstr("race on 'image'"));
+  EXPECT_THAT(r.message, HasSubstr("read by thread (0,0,0)"));  // lane 0 gave row 1's address
+}
+
 TEST_F(SimtRacecheck, OffUnlessAsked) {
   std::vector<float> in, out(128);
   reversed_input(&in);
@@ -74,6 +93,15 @@ TEST_F(SimtRacecheck, SharedAtomicsAreNotRaces) {
   std::vector<int> counts(4);
   const LaunchResult r = launch_atomics({&f, &i, &mx, &cas, counts.data()}, 4, 64);
   EXPECT_TRUE(r.ok()) << r.message;
+}
+
+TEST_F(SimtRacecheck, SpinWaitOnSharedFlagDoesNotHang) {
+  // Preemption after many shared accesses in one slice; racecheck off (a flag handoff is a
+  // race by its rules).
+  int out = -1;
+  const LaunchResult r = launch_spin_handoff({&out});
+  ASSERT_TRUE(r.ok()) << r.message;
+  EXPECT_EQ(out, 42);
 }
 
 }  // namespace

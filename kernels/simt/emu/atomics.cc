@@ -68,3 +68,7 @@ int atomicXor(int* a, int v) { return std::atomic_ref<int>(*a).fetch_xor(v); }
 unsigned atomicAnd(unsigned* a, unsigned v) { return std::atomic_ref<unsigned>(*a).fetch_and(v); }
 unsigned atomicOr(unsigned* a, unsigned v) { return std::atomic_ref<unsigned>(*a).fetch_or(v); }
 unsigned atomicXor(unsigned* a, unsigned v) { return std::atomic_ref<unsigned>(*a).fetch_xor(v); }
+
+void __threadfence_block() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+void __threadfence_system() { std::atomic_thread_fence(std::memory_order_seq_cst); }

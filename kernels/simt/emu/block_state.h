@@ -41,6 +41,7 @@ struct ThreadState {
   ThreadStatus status = ThreadStatus::kReady;
   bool started = false;
   bool aborting = false;
+  uint32_t slice_accesses = 0;  // shared accesses since this thread was last resumed
   boost::context::fiber fiber;  // this thread, while it is suspended
   boost::context::fiber sink;   // the scheduler, while this thread runs
   void* stack_base = nullptr;
@@ -118,6 +119,7 @@ struct BlockState {
   bool random = false;
   // The barrier being filled.
   unsigned n_at_barrier = 0;
+  unsigned n_exited = 0;
   Loc barrier_loc;
   // Shared memory: [dynamic | static slots], poisoned at block start.
   std::vector<std::byte> arena;

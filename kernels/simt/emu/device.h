@@ -132,6 +132,11 @@ inline int __all_sync(unsigned mask, int pred,
 }
 inline unsigned __activemask() { return ::simt::emu::active_mask(); }
 
+// Host fences (out of line: GCC's -fsanitize=thread rejects inline fences).
+void __threadfence_block();
+void __threadfence();
+void __threadfence_system();
+
 // ---- atomics (global or shared; real atomics, since blocks run on several OS threads) --------
 float atomicAdd(float* address, float val);
 double atomicAdd(double* address, double val);

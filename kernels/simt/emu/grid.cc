@@ -134,6 +134,7 @@ void init_block(BlockState& b, const LaunchPlan& plan, uint64_t block_linear) {
   b.random = plan.options.schedule == Schedule::kRandom;
   b.rng.seed(plan.options.seed * 0x9e3779b97f4a7c15ull ^ (block_linear + 1));
   b.n_at_barrier = 0;
+  b.n_exited = 0;
   b.dynamic_bytes = (plan.config.dynamic_smem_bytes + 127) / 128 * 128;
   b.arena.resize(b.dynamic_bytes + kMaxStaticShared);
   // Poison: uninitialised shared memory reads as NaN / -1, never as a plausible zero.

@@ -16,6 +16,11 @@ namespace {
 
 std::atomic<bool> g_instrumented{false};
 
+// A thread that makes this many shared accesses without reaching a barrier is preempted, so a
+// spin-wait on a flag another thread of the block sets cannot hang the emulator. Count-based,
+// so the deterministic schedule stays deterministic.
+constexpr uint32_t kSpinSlice = 1u << 14;
+
 std::string describe_offset(const BlockState& b, size_t offset) {
   for (const SharedSlot& s : b.slots) {
     if (offset >= s.offset && offset < s.offset + s.bytes) {
@@ -50,7 +55,8 @@ void on_access(const void* addr, size_t bytes, bool is_write) {
   if (!in_shared(b, addr, bytes)) return;
   if (b.racecheck) race_access(*t, addr, bytes, is_write);
   const int one_in = b.plan->options.preempt_one_in;
-  if (b.random && one_in > 0 && b.rng() % static_cast<uint64_t>(one_in) == 0) {
+  if (++t->slice_accesses >= kSpinSlice ||
+      (b.random && one_in > 0 && b.rng() % static_cast<uint64_t>(one_in) == 0)) {
     // No AbortThread from here: the compiler treats these hooks as non-throwing. An aborted
     // thread instead unwinds at its next barrier or collective, or runs to its end.
     make_runnable(b, *t);

@@ -70,6 +70,7 @@ void fiber_main(ThreadState& t) {
       cp_async_complete_all(t);
       t.status = ThreadStatus::kExited;
       b.warps[t.warp].exited |= 1u << t.lane;
+      ++b.n_exited;
       if (b.n_at_barrier > 0) {
         record_error(b, describe_thread(t) + " exited while " + std::to_string(b.n_at_barrier) +
                             " threads wait at __syncthreads (" + describe_loc(b.barrier_loc) +
@@ -149,6 +150,7 @@ void yield_to_scheduler(ThreadState& t) {
 namespace {
 
 void resume(BlockState& b, ThreadState& t) {
+  t.slice_accesses = 0;
   tls_view = &t.view;
   tls_thread = &t;
   asan_start_switch(&b.sched_fake_stack, t.stack_base, t.stack_size);
@@ -188,20 +190,35 @@ uint16_t pop_runnable(BlockState& b) {
   return b.runnable[b.runnable_head++];
 }
 
-// No thread can run but some have not exited: name who waits where.
+// No thread can run but some have not exited: name who waits where, one entry per waiting
+// point (barrier or collective call site), with its first thread and how many wait there.
 std::string describe_stall(const BlockState& b) {
-  std::string out = "no thread can make progress:";
-  int shown = 0;
+  struct Point {
+    const char* what;
+    Loc loc;
+    const ThreadState* first;
+    unsigned n;
+  };
+  std::vector<Point> points;
   for (const ThreadState& t : b.threads) {
-    if (t.status == ThreadStatus::kExited || shown >= 4) continue;
-    ++shown;
-    out += " " + describe_thread(t);
-    if (t.status == ThreadStatus::kAtBarrier) {
-      out += " waits at __syncthreads (" + describe_loc(t.barrier_loc) + ");";
-    } else {
-      out += " waits at " + std::string(t.warp_op_name) + " (" + describe_loc(t.warp_op_loc) +
-             ") for lanes that never arrive;";
+    if (t.status == ThreadStatus::kExited) continue;
+    const bool at_barrier = t.status == ThreadStatus::kAtBarrier;
+    const char* what = at_barrier ? "__syncthreads" : t.warp_op_name;
+    const Loc& loc = at_barrier ? t.barrier_loc : t.warp_op_loc;
+    bool found = false;
+    for (Point& p : points) {
+      if (p.what == what && p.loc.line() == loc.line() && p.loc.file_name() == loc.file_name()) {
+        ++p.n;
+        found = true;
+      }
     }
+    if (!found) points.push_back({what, loc, &t, 1});
+  }
+  std::string out = "no thread can make progress:";
+  for (const Point& p : points) {
+    out += " " + describe_thread(*p.first) +
+           (p.n > 1 ? " and " + std::to_string(p.n - 1) + " more" : std::string()) + " waits at " +
+           p.what + " (" + describe_loc(p.loc) + ");";
   }
   return out;
 }
@@ -245,20 +262,20 @@ void run_block(BlockState& b, StackPool& stacks) {
 int syncthreads_reduce(BarrierReduce reduce, int pred, const Loc& loc) {
   ThreadState& t = *tls_thread;
   BlockState& b = *t.block;
-  for (const WarpState& w : b.warps) {
-    if (w.exited != 0) {
-      const unsigned warp = static_cast<unsigned>(&w - b.warps.data());
-      const ThreadState& gone =
-          b.threads[warp * 32 + static_cast<unsigned>(__builtin_ctz(w.exited))];
-      fail(t, describe_thread(t) + " reached __syncthreads (" + describe_loc(loc) + ") after " +
-                  describe_thread(gone) +
-                  " exited: a barrier not reached by every thread of the block");
+  if (b.n_exited > 0) {
+    const ThreadState* gone = nullptr;
+    for (const ThreadState& u : b.threads) {
+      if (gone == nullptr && u.status == ThreadStatus::kExited) gone = &u;
     }
+    fail(t, describe_thread(t) + " reached __syncthreads (" + describe_loc(loc) + ") after " +
+                describe_thread(*gone) +
+                " exited: a barrier not reached by every thread of the block");
   }
   if (b.n_at_barrier == 0) {
     b.barrier_loc = loc;
   } else if (loc.line() != b.barrier_loc.line() ||
-             std::strcmp(loc.file_name(), b.barrier_loc.file_name()) != 0) {
+             (loc.file_name() != b.barrier_loc.file_name() &&
+              std::strcmp(loc.file_name(), b.barrier_loc.file_name()) != 0)) {
     const ThreadState* other = nullptr;
     for (const ThreadState& u : b.threads) {
       if (u.status == ThreadStatus::kAtBarrier) other = &u;

@@ -97,7 +97,28 @@ __global__ void barrier_loop_kernel(const BarrierLoopParams p) {
   if (threadIdx.x == 0) p.out[0] = acc;
 }
 
+__global__ void spin_handoff_kernel(const SpinHandoffParams p) {
+  SIMT_SHARED(int, flag, );
+  SIMT_SHARED(int, value, );
+  if (threadIdx.x == 0) flag = 0;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    while (*static_cast<volatile int*>(&flag) == 0) {
+    }
+    __threadfence_block();
+    p.out[0] = *static_cast<volatile int*>(&value);
+  } else if (threadIdx.x == 1) {
+    *static_cast<volatile int*>(&value) = 42;
+    __threadfence_block();
+    *static_cast<volatile int*>(&flag) = 1;
+  }
+}
+
 }  // namespace
+
+LaunchResult launch_spin_handoff(const SpinHandoffParams& p) {
+  return launch({.kernel_name = "spin_handoff_kernel", .block = dim3(64)}, spin_handoff_kernel, p);
+}
 
 LaunchResult launch_index(const IndexParams& p, dim3 grid, dim3 block) {
   return launch({.kernel_name = "index_kernel", .grid = grid, .block = block}, index_kernel, p);

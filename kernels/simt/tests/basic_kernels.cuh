@@ -64,4 +64,10 @@ struct BarrierLoopParams {
 LaunchResult launch_barrier_loop(const BarrierLoopParams& p, unsigned n_blocks, unsigned n_threads,
                                  const EmuOptions* o);
 
+struct SpinHandoffParams {
+  int* out;  // [1] the value thread 1 publishes, read by thread 0 after spinning on a flag
+};
+// Thread 0 spins on a shared flag until thread 1 (scheduled after it) sets it.
+LaunchResult launch_spin_handoff(const SpinHandoffParams& p);
+
 }  // namespace simt::test

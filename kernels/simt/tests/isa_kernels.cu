@@ -33,7 +33,7 @@ __global__ void ldmatrix_probe_kernel(const LdmatrixProbeParams p) {
   for (int r = static_cast<int>(lane); r < 64; r += 32) {
     for (int c = 0; c < 8; ++c) image[r][c] = p.smem_image[r * 8 + c];
   }
-  __syncwarp();
+  if (!p.skip_syncwarp) __syncwarp();
   const void* row = &image[p.lane_row[lane]][0];
   uint32_t regs[4] = {0, 0, 0, 0};
   if (p.n_matrices == 1) {

@@ -24,7 +24,8 @@ struct LdmatrixProbeParams {
   const int* lane_row;         // [32] row of the image whose address each lane supplies
   int n_matrices;              // 1, 2 or 4
   bool trans;
-  uint32_t* regs;  // [32 lanes, 4] destination registers
+  uint32_t* regs;              // [32 lanes, 4] destination registers
+  bool skip_syncwarp = false;  // true drops the __syncwarp before ldmatrix (a race)
 };
 LaunchResult launch_ldmatrix_probe(const LdmatrixProbeParams& p);
 

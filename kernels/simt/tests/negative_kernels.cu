@@ -50,6 +50,13 @@ __global__ void mask_bug_kernel(const MaskBugParams p) {
         v = __shfl_sync(0xffffff00u, v, 8);
       }
       break;
+    case MaskBug::kLaneAtBarrier:
+      if (lane == 5) {
+        __syncthreads();
+      } else {
+        v = __shfl_sync(0xffffffffu, v, 0);
+      }
+      break;
   }
   p.out[lane] = v;
 }

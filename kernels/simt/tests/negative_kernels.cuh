@@ -29,10 +29,11 @@ struct BarrierBugParams {
 LaunchResult launch_barrier_bug(const BarrierBugParams& p);
 
 enum class MaskBug : int {
-  kNone,          // full warp, full mask
-  kDivergent,     // lanes < 16 shuffle with the full mask
-  kExcludesSelf,  // every lane passes mask 0x1
-  kOverlapping,   // lanes < 16 use 0x0000ffff, lanes >= 16 use 0xffffff00
+  kNone,           // full warp, full mask
+  kDivergent,      // lanes < 16 shuffle with the full mask
+  kExcludesSelf,   // every lane passes mask 0x1
+  kOverlapping,    // lanes < 16 use 0x0000ffff, lanes >= 16 use 0xffffff00
+  kLaneAtBarrier,  // lane 5 calls __syncthreads while the others shuffle with the full mask
 };
 struct MaskBugParams {
   MaskBug bug;
