@@ -47,6 +47,22 @@ void bench_barriers(unsigned n_blocks, unsigned n_threads, int n_iter, const sim
       n_blocks, n_threads, n_iter, label, s, arrivals / s / 1e6, s / arrivals * 1e9);
 }
 
+// Threads started, run and finished per second: fiber creation plus one store per thread.
+void bench_threads(unsigned n_blocks, unsigned n_threads, const simt::EmuOptions& o) {
+  std::vector<uint32_t> out(size_t{n_blocks} * n_threads * 12);
+  const auto t0 = std::chrono::steady_clock::now();
+  const int n_launches = 20;
+  for (int i = 0; i < n_launches; ++i) {
+    (void)simt::test::launch_index({out.data()}, dim3(n_blocks), dim3(n_threads));
+  }
+  const double s = seconds_since(t0);
+  const double threads = double{1} * n_launches * n_blocks * n_threads;
+  std::printf(
+      "index kernel %u blocks x %u threads x %d launches %8.3f s  %8.1f M threads/s  "
+      "(%.1f us per launch)\n",
+      n_blocks, n_threads, n_launches, s, threads / s / 1e6, s / n_launches * 1e6);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -64,5 +80,7 @@ int main(int argc, char** argv) {
   bench_gemm(256, 256, 256, rnd, "random + racecheck");
   bench_barriers(16, 256, 2000, o, "");
   bench_barriers(4, 1024, 500, o, "");
+  bench_threads(1, 32, o);
+  bench_threads(512, 256, o);
   return 0;
 }

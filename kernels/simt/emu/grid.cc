@@ -173,9 +173,10 @@ const EmuOptions& default_options() { return mutable_default_options(); }
 void set_default_options(const EmuOptions& options) { mutable_default_options() = options; }
 
 LaunchResult run_grid(const LaunchConfig& config, const KernelThunk& thunk) {
-  if (LaunchResult r = validate(config); !r.ok()) return r;
   LaunchPlan plan;
   plan.config = config;
+  if (plan.config.kernel_name == nullptr) plan.config.kernel_name = "?";
+  if (LaunchResult r = validate(plan.config); !r.ok()) return r;
   plan.options = config.emu ? *config.emu : default_options();
   plan.thunk = thunk;
   plan.n_threads = config.block.x * config.block.y * config.block.z;
