@@ -42,7 +42,7 @@ TEST_F(SimtBasics, IndicesCover3dGridAndBlock) {
 }
 
 TEST_F(SimtBasics, BarrierReductions) {
-  for (unsigned n : {1u, 33u, 128u}) {
+  for (unsigned n : {1u, 33u, 128u, 1024u}) {
     for (int pattern = 0; pattern < 3; ++pattern) {
       std::vector<int> pred(n);
       int count = 0;
