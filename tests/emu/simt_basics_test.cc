@@ -1,6 +1,7 @@
 // The emulator's execution model: indices, barriers with reductions, shuffles against the
 // CUDA programming guide's rules, votes, atomics across parallel blocks, shared memory per
 // block, launch validation, and the random schedule's reproducibility.
+#include <algorithm>
 #include <cstdint>
 #include <random>
 #include <vector>
@@ -113,6 +114,63 @@ TEST_F(SimtBasics, Votes) {
     EXPECT_EQ(out[i * 3 + 0], i < 32 ? ballot0 : 0xffffffffu);
     EXPECT_EQ(out[i * 3 + 1], 1u);
     EXPECT_EQ(out[i * 3 + 2], i < 32 ? 0u : 1u);
+  }
+}
+
+// Integer intrinsics and sm_70/80 warp collectives, with the CUDA math API's definitions
+// written out.
+TEST_F(SimtBasics, IntegerIntrinsicsAndWarpReductions) {
+  const unsigned n = 64;
+  std::mt19937 rng(21);
+  std::vector<uint32_t> x(n), y(n), s(n), out(n * 15, 0);
+  for (unsigned i = 0; i < n; ++i) x[i] = rng(), y[i] = rng(), s[i] = rng() % 0x10000;
+  for (unsigned i = 0; i < 32; ++i) y[i] = 2 * i;  // warp 0: all y even, so match_all holds
+  const LaunchResult r = launch_intrinsics({x.data(), y.data(), s.data(), out.data()}, n);
+  ASSERT_TRUE(r.ok()) << r.message;
+  for (unsigned t = 0; t < n; ++t) {
+    const uint32_t* o = &out[t * 15];
+    uint8_t bytes[8];  // x's bytes, then y's, little-endian
+    for (int i = 0; i < 4; ++i)
+      bytes[i] = (x[t] >> (8 * i)) & 0xff, bytes[4 + i] = (y[t] >> (8 * i)) & 0xff;
+    uint32_t perm = 0;
+    for (int i = 0; i < 4; ++i) perm |= uint32_t{bytes[(s[t] >> (4 * i)) & 7]} << (8 * i);
+    EXPECT_EQ(o[0], perm);
+    const unsigned sh = s[t] % 32;
+    EXPECT_EQ(o[1], sh == 0 ? y[t] : (y[t] << sh) | (x[t] >> (32 - sh)));
+    EXPECT_EQ(o[2], sh == 0 ? x[t] : (x[t] >> sh) | (y[t] << (32 - sh)));
+    EXPECT_EQ(o[3], static_cast<uint32_t>((uint64_t{x[t]} * y[t]) >> 32));
+    EXPECT_EQ(o[4], static_cast<uint32_t>(static_cast<int64_t>(static_cast<int32_t>(x[t])) *
+                                              static_cast<int32_t>(y[t]) >>
+                                          32));
+    int64_t dps = static_cast<int32_t>(s[t]);
+    uint64_t dpu = s[t];
+    for (int i = 0; i < 4; ++i) {
+      dps += int64_t{static_cast<int8_t>(bytes[i])} * static_cast<int8_t>(bytes[4 + i]);
+      dpu += uint64_t{bytes[i]} * bytes[4 + i];
+    }
+    EXPECT_EQ(o[5], static_cast<uint32_t>(dps));
+    EXPECT_EQ(o[6], static_cast<uint32_t>(dpu));
+    const unsigned w = t / 32 * 32;
+    uint32_t sum = 0, umin = UINT32_MAX, umax = 0;
+    int32_t smin = INT32_MAX, smax = INT32_MIN;
+    unsigned match_any = 0;
+    bool all_same = true;
+    for (unsigned l = w; l < w + 32; ++l) {
+      sum += x[l];
+      umin = std::min(umin, x[l]), umax = std::max(umax, x[l]);
+      smin = std::min(smin, static_cast<int32_t>(x[l]));
+      smax = std::max(smax, static_cast<int32_t>(x[l]));
+      if (x[l] % 5 == x[t] % 5) match_any |= 1u << (l - w);
+      all_same &= y[l] % 2 == y[w] % 2;
+    }
+    EXPECT_EQ(o[7], sum);
+    EXPECT_EQ(o[8], umin);
+    EXPECT_EQ(o[9], umax);
+    EXPECT_EQ(o[10], sum);
+    EXPECT_EQ(o[11], static_cast<uint32_t>(smin));
+    EXPECT_EQ(o[12], static_cast<uint32_t>(smax));
+    EXPECT_EQ(o[13], match_any);
+    EXPECT_EQ(o[14], all_same ? 0xffffffffu : 0x5a5a5a5au) << "thread " << t;
   }
 }
 

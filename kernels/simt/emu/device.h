@@ -41,6 +41,10 @@ void syncwarp(unsigned mask, const Loc& loc);
 enum class ShflMode : uint8_t { kIdx, kUp, kDown, kXor };
 uint64_t shfl(unsigned mask, ShflMode mode, uint64_t value, int b, int width, const Loc& loc);
 unsigned ballot(unsigned mask, int pred, const Loc& loc);
+enum class WarpReduce : uint8_t { kAddU, kMinU, kMaxU, kAddS, kMinS, kMaxS };
+uint32_t warp_reduce(unsigned mask, WarpReduce op, uint32_t value, const Loc& loc);
+// Lanes of the mask whose value equals the calling lane's; *all_equal when every lane matches.
+unsigned match(unsigned mask, uint64_t value, bool* all_equal, const Loc& loc);
 unsigned active_mask();
 
 void* shared_slot(const void* tag, size_t bytes, size_t align, const char* name);
@@ -132,6 +136,54 @@ inline int __all_sync(unsigned mask, int pred,
 }
 inline unsigned __activemask() { return ::simt::emu::active_mask(); }
 
+// sm_80 warp reductions and sm_70 match: warp collectives like the shuffles.
+inline unsigned __reduce_add_sync(
+    unsigned mask, unsigned v, const std::source_location& loc = std::source_location::current()) {
+  return ::simt::emu::warp_reduce(mask, ::simt::emu::WarpReduce::kAddU, v, loc);
+}
+inline unsigned __reduce_min_sync(
+    unsigned mask, unsigned v, const std::source_location& loc = std::source_location::current()) {
+  return ::simt::emu::warp_reduce(mask, ::simt::emu::WarpReduce::kMinU, v, loc);
+}
+inline unsigned __reduce_max_sync(
+    unsigned mask, unsigned v, const std::source_location& loc = std::source_location::current()) {
+  return ::simt::emu::warp_reduce(mask, ::simt::emu::WarpReduce::kMaxU, v, loc);
+}
+inline int __reduce_add_sync(unsigned mask, int v,
+                             const std::source_location& loc = std::source_location::current()) {
+  return static_cast<int>(::simt::emu::warp_reduce(mask, ::simt::emu::WarpReduce::kAddS,
+                                                   static_cast<uint32_t>(v), loc));
+}
+inline int __reduce_min_sync(unsigned mask, int v,
+                             const std::source_location& loc = std::source_location::current()) {
+  return static_cast<int>(::simt::emu::warp_reduce(mask, ::simt::emu::WarpReduce::kMinS,
+                                                   static_cast<uint32_t>(v), loc));
+}
+inline int __reduce_max_sync(unsigned mask, int v,
+                             const std::source_location& loc = std::source_location::current()) {
+  return static_cast<int>(::simt::emu::warp_reduce(mask, ::simt::emu::WarpReduce::kMaxS,
+                                                   static_cast<uint32_t>(v), loc));
+}
+template <typename T>
+unsigned __match_any_sync(unsigned mask, T value,
+                          const std::source_location& loc = std::source_location::current()) {
+  static_assert(std::is_integral_v<T> || std::is_floating_point_v<T>, "match of a scalar");
+  uint64_t bits = 0;
+  std::memcpy(&bits, &value, sizeof(T));
+  return ::simt::emu::match(mask, bits, nullptr, loc);
+}
+template <typename T>
+unsigned __match_all_sync(unsigned mask, T value, int* pred,
+                          const std::source_location& loc = std::source_location::current()) {
+  static_assert(std::is_integral_v<T> || std::is_floating_point_v<T>, "match of a scalar");
+  uint64_t bits = 0;
+  std::memcpy(&bits, &value, sizeof(T));
+  bool all = false;
+  const unsigned m = ::simt::emu::match(mask, bits, &all, loc);
+  *pred = all;
+  return all ? m : 0u;
+}
+
 // Host fences (out of line: GCC's -fsanitize=thread rejects inline fences).
 void __threadfence_block();
 void __threadfence();
@@ -195,6 +247,37 @@ inline unsigned __brev(unsigned x) {
   x = ((x >> 4) & 0x0f0f0f0fu) | ((x & 0x0f0f0f0fu) << 4);
   x = ((x >> 8) & 0x00ff00ffu) | ((x & 0x00ff00ffu) << 8);
   return (x >> 16) | (x << 16);
+}
+// Byte i of the result is byte (s >> 4i) & 7 of the 8-byte value y:x.
+inline unsigned __byte_perm(unsigned x, unsigned y, unsigned s) {
+  const uint64_t v = uint64_t{y} << 32 | x;
+  unsigned r = 0;
+  for (int i = 0; i < 4; ++i)
+    r |= static_cast<unsigned>((v >> (8 * ((s >> (4 * i)) & 7))) & 0xff) << (8 * i);
+  return r;
+}
+inline unsigned __funnelshift_l(unsigned lo, unsigned hi, unsigned shift) {
+  return static_cast<unsigned>(((uint64_t{hi} << 32 | lo) << (shift & 31)) >> 32);
+}
+inline unsigned __funnelshift_r(unsigned lo, unsigned hi, unsigned shift) {
+  return static_cast<unsigned>((uint64_t{hi} << 32 | lo) >> (shift & 31));
+}
+inline unsigned __umulhi(unsigned x, unsigned y) {
+  return static_cast<unsigned>((uint64_t{x} * y) >> 32);
+}
+inline int __mulhi(int x, int y) { return static_cast<int>((int64_t{x} * y) >> 32); }
+// Four-way byte dot product with 32-bit accumulate (wrapping), as dp4a.
+inline int __dp4a(int a, int b, int c) {
+  uint32_t acc = static_cast<uint32_t>(c);
+  for (int i = 0; i < 4; ++i) {
+    acc += static_cast<uint32_t>(static_cast<int8_t>(a >> (8 * i)) *
+                                 static_cast<int8_t>(b >> (8 * i)));
+  }
+  return static_cast<int>(acc);
+}
+inline unsigned __dp4a(unsigned a, unsigned b, unsigned c) {
+  for (int i = 0; i < 4; ++i) c += ((a >> (8 * i)) & 0xff) * ((b >> (8 * i)) & 0xff);
+  return c;
 }
 template <typename T>
 T __ldg(const T* p) {

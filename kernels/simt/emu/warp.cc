@@ -149,7 +149,71 @@ void resolve_syncwarp(BlockState& b, ThreadState* const* lanes, void* const*, un
   }
 }
 
+struct ReduceLane {
+  uint32_t value;
+  WarpReduce op;
+};
+
+void resolve_reduce(BlockState&, ThreadState* const*, void* const* data, unsigned mask) {
+  const WarpReduce op = static_cast<ReduceLane*>(data[__builtin_ctz(mask)])->op;
+  const bool is_signed =
+      op == WarpReduce::kAddS || op == WarpReduce::kMinS || op == WarpReduce::kMaxS;
+  bool first = true;
+  uint32_t acc = 0;
+  for (unsigned lane = 0; lane < 32; ++lane) {
+    if ((mask >> lane & 1) == 0) continue;
+    const uint32_t v = static_cast<ReduceLane*>(data[lane])->value;
+    if (first) {
+      acc = v;
+      first = false;
+    } else if (op == WarpReduce::kAddU || op == WarpReduce::kAddS) {
+      acc += v;  // wraps, as the hardware's 32-bit add
+    } else {
+      const bool less = is_signed ? static_cast<int32_t>(v) < static_cast<int32_t>(acc) : v < acc;
+      const bool take_min = op == WarpReduce::kMinU || op == WarpReduce::kMinS;
+      if (less == take_min && v != acc) acc = v;
+    }
+  }
+  for (unsigned lane = 0; lane < 32; ++lane) {
+    if (mask >> lane & 1) static_cast<ReduceLane*>(data[lane])->value = acc;
+  }
+}
+
+struct MatchLane {
+  uint64_t value;
+  unsigned result;
+  bool all_equal;
+};
+
+void resolve_match(BlockState&, ThreadState* const*, void* const* data, unsigned mask) {
+  for (unsigned lane = 0; lane < 32; ++lane) {
+    if ((mask >> lane & 1) == 0) continue;
+    MatchLane& me = *static_cast<MatchLane*>(data[lane]);
+    unsigned same = 0;
+    for (unsigned other = 0; other < 32; ++other) {
+      if ((mask >> other & 1) && static_cast<MatchLane*>(data[other])->value == me.value) {
+        same |= 1u << other;
+      }
+    }
+    me.result = same;
+    me.all_equal = same == mask;
+  }
+}
+
 }  // namespace
+
+uint32_t warp_reduce(unsigned mask, WarpReduce op, uint32_t value, const Loc& loc) {
+  ReduceLane me{value, op};
+  warp_collective("__reduce_sync", resolve_reduce, mask, &me, loc);
+  return me.value;
+}
+
+unsigned match(unsigned mask, uint64_t value, bool* all_equal, const Loc& loc) {
+  MatchLane me{value, 0, false};
+  warp_collective("__match_sync", resolve_match, mask, &me, loc);
+  if (all_equal) *all_equal = me.all_equal;
+  return me.result;
+}
 
 uint64_t shfl(unsigned mask, ShflMode mode, uint64_t value, int b, int width, const Loc& loc) {
   ThreadState& t = *tls_thread;

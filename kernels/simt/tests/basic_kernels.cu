@@ -97,6 +97,29 @@ __global__ void barrier_loop_kernel(const BarrierLoopParams p) {
   if (threadIdx.x == 0) p.out[0] = acc;
 }
 
+__global__ void intrinsics_kernel(const IntrinsicsParams p) {
+  const unsigned t = threadIdx.x;
+  const uint32_t x = p.x[t], y = p.y[t], s = p.s[t];
+  uint32_t* o = p.out + t * 15;
+  o[0] = __byte_perm(x, y, s);
+  o[1] = __funnelshift_l(x, y, s);
+  o[2] = __funnelshift_r(x, y, s);
+  o[3] = __umulhi(x, y);
+  o[4] = static_cast<uint32_t>(__mulhi(static_cast<int>(x), static_cast<int>(y)));
+  o[5] =
+      static_cast<uint32_t>(__dp4a(static_cast<int>(x), static_cast<int>(y), static_cast<int>(s)));
+  o[6] = __dp4a(x, y, s);
+  o[7] = __reduce_add_sync(0xffffffffu, x);
+  o[8] = __reduce_min_sync(0xffffffffu, x);
+  o[9] = __reduce_max_sync(0xffffffffu, x);
+  o[10] = static_cast<uint32_t>(__reduce_add_sync(0xffffffffu, static_cast<int>(x)));
+  o[11] = static_cast<uint32_t>(__reduce_min_sync(0xffffffffu, static_cast<int>(x)));
+  o[12] = static_cast<uint32_t>(__reduce_max_sync(0xffffffffu, static_cast<int>(x)));
+  o[13] = __match_any_sync(0xffffffffu, x % 5);
+  int all = -1;
+  o[14] = __match_all_sync(0xffffffffu, y % 2, &all) ^ (all ? 0u : 0x5a5a5a5au);
+}
+
 __global__ void spin_handoff_kernel(const SpinHandoffParams p) {
   SIMT_SHARED(int, flag, );
   SIMT_SHARED(int, value, );
@@ -115,6 +138,11 @@ __global__ void spin_handoff_kernel(const SpinHandoffParams p) {
 }
 
 }  // namespace
+
+LaunchResult launch_intrinsics(const IntrinsicsParams& p, unsigned n_threads) {
+  return launch({.kernel_name = "intrinsics_kernel", .block = dim3(n_threads)}, intrinsics_kernel,
+                p);
+}
 
 LaunchResult launch_spin_handoff(const SpinHandoffParams& p) {
   return launch({.kernel_name = "spin_handoff_kernel", .block = dim3(64)}, spin_handoff_kernel, p);

@@ -64,6 +64,16 @@ struct BarrierLoopParams {
 LaunchResult launch_barrier_loop(const BarrierLoopParams& p, unsigned n_blocks, unsigned n_threads,
                                  const EmuOptions* o);
 
+struct IntrinsicsParams {
+  const uint32_t* x;  // [n_threads]
+  const uint32_t* y;  // [n_threads]
+  const uint32_t* s;  // [n_threads] selector / shift
+  uint32_t* out;      // [n_threads, 15]: byte_perm, funnelshift_l, funnelshift_r, umulhi, mulhi,
+                      // dp4a s, dp4a u, reduce add/min/max u (x), reduce add/min/max s (x),
+                      // match_any (x % 5), match_all (y % 2)
+};
+LaunchResult launch_intrinsics(const IntrinsicsParams& p, unsigned n_threads);
+
 struct SpinHandoffParams {
   int* out;  // [1] the value thread 1 publishes, read by thread 0 after spinning on a flag
 };
