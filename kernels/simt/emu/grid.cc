@@ -10,6 +10,7 @@
 #include <functional>
 #include <mutex>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "kernels/simt/emu/block_state.h"
@@ -86,6 +87,8 @@ class WorkerPool {
   int finished_ = 0;
   bool stop_ = false;
 };
+
+thread_local LaunchResult tls_last_error;
 
 WorkerPool& pool() {
   static WorkerPool p;
@@ -170,9 +173,25 @@ LaunchResult validate(const LaunchConfig& c) {
 }  // namespace
 
 const EmuOptions& default_options() { return mutable_default_options(); }
+const LaunchResult& peek_last_error() { return tls_last_error; }
+LaunchResult take_last_error() { return std::exchange(tls_last_error, LaunchResult{}); }
+void set_last_error(LaunchResult error) {
+  if (tls_last_error.ok()) tls_last_error = std::move(error);  // sticky until taken, as CUDA's
+}
 void set_default_options(const EmuOptions& options) { mutable_default_options() = options; }
 
+namespace {
+LaunchResult run_grid_impl(const LaunchConfig& config, const KernelThunk& thunk);
+}  // namespace
+
 LaunchResult run_grid(const LaunchConfig& config, const KernelThunk& thunk) {
+  LaunchResult r = run_grid_impl(config, thunk);
+  if (!r.ok()) set_last_error(r);
+  return r;
+}
+
+namespace {
+LaunchResult run_grid_impl(const LaunchConfig& config, const KernelThunk& thunk) {
   LaunchPlan plan;
   plan.config = config;
   if (plan.config.kernel_name == nullptr) plan.config.kernel_name = "?";
@@ -221,5 +240,6 @@ LaunchResult run_grid(const LaunchConfig& config, const KernelThunk& thunk) {
   }
   return {};
 }
+}  // namespace
 
 }  // namespace simt::emu

@@ -20,6 +20,12 @@ LaunchResult run_grid(const LaunchConfig& config, const KernelThunk& thunk);
 const EmuOptions& default_options();
 void set_default_options(const EmuOptions& options);
 
+// The calling thread's last launch or runtime error, as cudaGetLastError sees it (the
+// emulated runtime's cudaGetLastError takes it; the message says what the emulator found).
+const LaunchResult& peek_last_error();
+LaunchResult take_last_error();
+void set_last_error(LaunchResult error);
+
 // True when some loaded code was compiled with the access instrumentation racecheck needs.
 bool racecheck_available();
 

@@ -1,0 +1,200 @@
+// The few CUDA runtime calls host code uses (device, memory, copies, streams, events, errors),
+// implemented on host memory for the emulator. Declarations come from the toolkit's own
+// cuda_runtime_api.h, so host code compiles unchanged and links simt_cudart_emu instead of
+// cudart. Launches are synchronous, so streams and events are only tokens and timestamps.
+// Only what moeserve needs is here; a missing call is a link error, not a silent stub.
+#include <cuda_runtime_api.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "kernels/simt/emu/grid.h"
+
+namespace {
+
+struct EmuStream {
+  unsigned flags;
+};
+struct EmuEvent {
+  std::chrono::steady_clock::time_point at;
+  bool recorded;
+};
+
+// "Device" memory is host heap, 256-byte aligned like cudaMalloc's.
+cudaError_t allocate(void** p, size_t size) {
+  if (p == nullptr) return cudaErrorInvalidValue;
+  if (size == 0) {
+    *p = nullptr;
+    return cudaSuccess;
+  }
+  *p = std::aligned_alloc(256, (size + 255) / 256 * 256);
+  return *p ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+
+cudaError_t record(cudaError_t e) {
+  if (e != cudaSuccess) simt::emu::set_last_error({e, ""});
+  return e;
+}
+
+}  // namespace
+
+extern "C" {
+
+cudaError_t cudaGetDeviceCount(int* count) {
+  if (count == nullptr) return record(cudaErrorInvalidValue);
+  *count = 1;
+  return cudaSuccess;
+}
+cudaError_t cudaSetDevice(int device) {
+  return record(device == 0 ? cudaSuccess : cudaErrorInvalidDevice);
+}
+cudaError_t cudaGetDevice(int* device) {
+  if (device == nullptr) return record(cudaErrorInvalidValue);
+  *device = 0;
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
+  if (prop == nullptr) return record(cudaErrorInvalidValue);
+  if (device != 0) return record(cudaErrorInvalidDevice);
+  std::memset(prop, 0, sizeof *prop);
+  std::strncpy(prop->name, "moeserve SIMT emulator", sizeof prop->name - 1);
+  prop->major = 9;  // the emulated instructions are sm_90's
+  prop->minor = 0;
+  prop->totalGlobalMem = size_t{16} << 30;
+  prop->sharedMemPerBlock = 48 * 1024;
+  prop->sharedMemPerBlockOptin = 227 * 1024;
+  prop->warpSize = 32;
+  prop->maxThreadsPerBlock = 1024;
+  prop->maxThreadsDim[0] = 1024, prop->maxThreadsDim[1] = 1024, prop->maxThreadsDim[2] = 64;
+  prop->maxGridSize[0] = 0x7fffffff, prop->maxGridSize[1] = 65535, prop->maxGridSize[2] = 65535;
+  prop->multiProcessorCount = 1;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGetLastError() { return simt::emu::take_last_error().code; }
+cudaError_t cudaPeekAtLastError() { return simt::emu::peek_last_error().code; }
+
+const char* cudaGetErrorName(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess: return "cudaSuccess";
+    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
+    case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
+    case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
+    case cudaErrorCudartUnloading: return "cudaErrorCudartUnloading";
+    default: return "cudaErrorUnknown";
+  }
+}
+const char* cudaGetErrorString(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    case cudaErrorInvalidDevice: return "invalid device ordinal";
+    case cudaErrorInvalidResourceHandle: return "invalid resource handle";
+    case cudaErrorLaunchFailure:
+      return "unspecified launch failure (emulator: see simt::emu::peek_last_error)";
+    default: return "unknown error";
+  }
+}
+
+cudaError_t cudaMalloc(void** p, size_t size) { return record(allocate(p, size)); }
+cudaError_t cudaMallocAsync(void** p, size_t size, cudaStream_t) {
+  return record(allocate(p, size));
+}
+cudaError_t cudaMallocHost(void** p, size_t size) { return record(allocate(p, size)); }
+cudaError_t cudaFree(void* p) {
+  std::free(p);
+  return cudaSuccess;
+}
+cudaError_t cudaFreeAsync(void* p, cudaStream_t) {
+  std::free(p);
+  return cudaSuccess;
+}
+cudaError_t cudaFreeHost(void* p) {
+  std::free(p);
+  return cudaSuccess;
+}
+cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
+  if (free_bytes == nullptr || total_bytes == nullptr) return record(cudaErrorInvalidValue);
+  *total_bytes = size_t{16} << 30;
+  *free_bytes = *total_bytes;
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, cudaMemcpyKind kind) {
+  if (kind < cudaMemcpyHostToHost || kind > cudaMemcpyDefault) return record(cudaErrorInvalidValue);
+  if (count > 0) std::memmove(dst, src, count);
+  return cudaSuccess;
+}
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, cudaMemcpyKind kind,
+                            cudaStream_t) {
+  return cudaMemcpy(dst, src, count, kind);
+}
+cudaError_t cudaMemset(void* dst, int value, size_t count) {
+  if (count > 0) std::memset(dst, value, count);
+  return cudaSuccess;
+}
+cudaError_t cudaMemsetAsync(void* dst, int value, size_t count, cudaStream_t) {
+  return cudaMemset(dst, value, count);
+}
+
+cudaError_t cudaStreamCreate(cudaStream_t* s) {
+  if (s == nullptr) return record(cudaErrorInvalidValue);
+  *s = reinterpret_cast<cudaStream_t>(new EmuStream{0});
+  return cudaSuccess;
+}
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned flags) {
+  if (s == nullptr) return record(cudaErrorInvalidValue);
+  *s = reinterpret_cast<cudaStream_t>(new EmuStream{flags});
+  return cudaSuccess;
+}
+cudaError_t cudaStreamDestroy(cudaStream_t s) {
+  if (s == nullptr) return record(cudaErrorInvalidResourceHandle);
+  delete reinterpret_cast<EmuStream*>(s);
+  return cudaSuccess;
+}
+cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaStreamQuery(cudaStream_t) { return cudaSuccess; }
+
+cudaError_t cudaEventCreate(cudaEvent_t* e) {
+  if (e == nullptr) return record(cudaErrorInvalidValue);
+  *e = reinterpret_cast<cudaEvent_t>(new EmuEvent{{}, false});
+  return cudaSuccess;
+}
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned) { return cudaEventCreate(e); }
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+  if (e == nullptr) return record(cudaErrorInvalidResourceHandle);
+  delete reinterpret_cast<EmuEvent*>(e);
+  return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
+  if (e == nullptr) return record(cudaErrorInvalidResourceHandle);
+  auto* ev = reinterpret_cast<EmuEvent*>(e);
+  ev->at = std::chrono::steady_clock::now();
+  ev->recorded = true;
+  return cudaSuccess;
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+  return record(e == nullptr ? cudaErrorInvalidResourceHandle : cudaSuccess);
+}
+cudaError_t cudaEventQuery(cudaEvent_t e) {
+  return record(e == nullptr ? cudaErrorInvalidResourceHandle : cudaSuccess);
+}
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
+  if (ms == nullptr || start == nullptr || end == nullptr) return record(cudaErrorInvalidValue);
+  const auto* a = reinterpret_cast<EmuEvent*>(start);
+  const auto* b = reinterpret_cast<EmuEvent*>(end);
+  if (!a->recorded || !b->recorded) return record(cudaErrorInvalidResourceHandle);
+  *ms = std::chrono::duration<float, std::milli>(b->at - a->at).count();
+  return cudaSuccess;
+}
+
+}  // extern "C"
