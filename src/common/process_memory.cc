@@ -11,7 +11,7 @@ namespace moeserve {
 namespace {
 
 // A "Name:   123 kB" line of a /proc file, in bytes; 0 if absent.
-int64_t proc_kib_field(const char* path, const std::string& field) {
+int64_t proc_kib_field(const std::string& path, const std::string& field) {
   std::ifstream in(path);
   std::string line;
   while (std::getline(in, line)) {
@@ -36,8 +36,8 @@ int64_t read_limit(const std::string& path) {
 }
 
 // The cgroup path of this process for a v2 ("0::") or v1 memory controller line.
-std::string cgroup_path(bool v2) {
-  std::ifstream in("/proc/self/cgroup");
+std::string cgroup_path(const std::string& root, bool v2) {
+  std::ifstream in(root + "/proc/self/cgroup");
   std::string line;
   while (std::getline(in, line)) {
     const size_t a = line.find(':'), b = line.find(':', a + 1);
@@ -55,19 +55,19 @@ std::string cgroup_path(bool v2) {
 int64_t resident_bytes() { return proc_kib_field("/proc/self/status", "VmRSS"); }
 int64_t peak_resident_bytes() { return proc_kib_field("/proc/self/status", "VmHWM"); }
 
-MemoryLimit memory_limit(int64_t configured_bytes) {
+MemoryLimit memory_limit(int64_t configured_bytes, const std::string& root) {
   if (configured_bytes > 0) return {configured_bytes, "--memory-limit-gb"};
   // A container sees its own cgroup either at its path or as the mount's root.
-  const std::string v2 = cgroup_path(true), v1 = cgroup_path(false);
-  for (const std::string& p :
-       {"/sys/fs/cgroup" + v2 + "/memory.max", std::string("/sys/fs/cgroup/memory.max")}) {
+  const std::string v2 = cgroup_path(root, true), v1 = cgroup_path(root, false);
+  const std::string fs = root + "/sys/fs/cgroup";
+  for (const std::string& p : {fs + v2 + "/memory.max", fs + "/memory.max"}) {
     if (const int64_t v = read_limit(p); v > 0) return {v, "cgroup memory.max"};
   }
-  for (const std::string& p : {"/sys/fs/cgroup/memory" + v1 + "/memory.limit_in_bytes",
-                               std::string("/sys/fs/cgroup/memory/memory.limit_in_bytes")}) {
+  for (const std::string& p :
+       {fs + "/memory" + v1 + "/memory.limit_in_bytes", fs + "/memory/memory.limit_in_bytes"}) {
     if (const int64_t v = read_limit(p); v > 0) return {v, "cgroup memory.limit_in_bytes"};
   }
-  if (const int64_t total = proc_kib_field("/proc/meminfo", "MemTotal"); total > 0) {
+  if (const int64_t total = proc_kib_field(root + "/proc/meminfo", "MemTotal"); total > 0) {
     return {total, "MemTotal"};
   }
   return {0, "no limit found"};

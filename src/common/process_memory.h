@@ -19,7 +19,8 @@ struct MemoryLimit {
 // The memory this process may use: `configured_bytes` when > 0 (the
 // --memory-limit-gb setting), else the cgroup's limit (v2 memory.max or v1
 // memory.limit_in_bytes, as in a container), else the machine's MemTotal.
-MemoryLimit memory_limit(int64_t configured_bytes);
+// `root` prefixes every /proc and /sys path read (tests give a fake tree).
+MemoryLimit memory_limit(int64_t configured_bytes, const std::string& root = "");
 
 // "3.31 GiB", "120.0 MiB", "512 B".
 std::string format_bytes(int64_t bytes);
