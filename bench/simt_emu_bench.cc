@@ -1,6 +1,6 @@
 // Speed of the SIMT emulator on this machine, to size emulated kernel tests: the tensor-core
 // GEMM example in MAC/s, and barrier arrivals per second. Run: build/bench/simt_emu_bench
-// [n_workers]. Racecheck off, deterministic schedule (the defaults), unless noted.
+// [n_workers]. Racecheck off and the deterministic schedule unless noted.
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -68,6 +68,7 @@ void bench_threads(unsigned n_blocks, unsigned n_threads, const simt::EmuOptions
 int main(int argc, char** argv) {
   simt::EmuOptions o;
   o.n_workers = argc > 1 ? std::atoi(argv[1]) : 0;
+  o.racecheck = false;
   std::printf("workers: %d (0 = all hardware threads)\n", o.n_workers);
   bench_gemm(256, 256, 256, o, "deterministic");
   bench_gemm(512, 512, 512, o, "deterministic");

@@ -21,7 +21,8 @@ enum class Schedule : uint8_t {
 struct EmuOptions {
   Schedule schedule = Schedule::kDeterministic;
   uint64_t seed = 0;       // random schedule seed; the same seed gives the same interleaving
-  bool racecheck = false;  // report shared-memory races (needs an instrumented kernel TU)
+  bool racecheck = true;   // report shared-memory races (on: the emulator runs only in tests;
+                           // needs an instrumented kernel TU, see racecheck_available())
   int n_workers = 0;       // OS threads running blocks in parallel; 0 = all hardware threads
   int preempt_one_in = 4;  // random mode: yield at one in this many shared-memory accesses
 };

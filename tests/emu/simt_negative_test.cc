@@ -40,6 +40,7 @@ TEST_F(SimtNegative, MissingSyncthreadsGivesWrongResultInRandomMode) {
     EmuOptions o;
     o.schedule = Schedule::kRandom;
     o.seed = seed;
+    o.racecheck = false;  // the race report is simt_racecheck_test's; here the wrong result
     std::vector<float> out(128), fixed(128);
     ASSERT_TRUE(launch_reverse_static({in.data(), out.data(), false}, &o).ok());
     n_wrong += out != want;
@@ -48,7 +49,6 @@ TEST_F(SimtNegative, MissingSyncthreadsGivesWrongResultInRandomMode) {
     // The same seed gives the same interleaving.
     std::vector<float> again(128);
     ASSERT_TRUE(launch_reverse_static({in.data(), again.data(), false}, &o).ok());
-    EXPECT_EQ(std::bit_cast<uint32_t>(again[5]), std::bit_cast<uint32_t>(out[5]));
     EXPECT_EQ(0, std::memcmp(again.data(), out.data(), 128 * sizeof(float)));
   }
   EXPECT_EQ(n_wrong, 4);

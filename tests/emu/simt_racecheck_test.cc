@@ -76,10 +76,13 @@ TEST_F(SimtRacecheck, LdmatrixReadsCountForTheLaneGivingTheAddress) {
   EXPECT_THAT(r.message, HasSubstr("read by thread (0,0,0)"));  // lane 0 gave row 1's address
 }
 
-TEST_F(SimtRacecheck, OffUnlessAsked) {
+TEST_F(SimtRacecheck, OnByDefaultAndCanBeSwitchedOff) {
   std::vector<float> in, out(128);
   reversed_input(&in);
-  const LaunchResult r = launch_reverse_static({in.data(), out.data(), false}, nullptr);
+  EXPECT_FALSE(launch_reverse_static({in.data(), out.data(), false}, nullptr).ok());
+  EmuOptions off;
+  off.racecheck = false;
+  const LaunchResult r = launch_reverse_static({in.data(), out.data(), false}, &off);
   EXPECT_TRUE(r.ok()) << r.message;  // the bug is still there; only the report is off
 }
 
@@ -98,6 +101,9 @@ TEST_F(SimtRacecheck, SharedAtomicsAreNotRaces) {
 TEST_F(SimtRacecheck, SpinWaitOnSharedFlagDoesNotHang) {
   // Preemption after many shared accesses in one slice; racecheck off (a flag handoff is a
   // race by its rules).
+  EmuOptions o;
+  o.racecheck = false;
+  emu::set_default_options(o);
   int out = -1;
   const LaunchResult r = launch_spin_handoff({&out});
   ASSERT_TRUE(r.ok()) << r.message;
