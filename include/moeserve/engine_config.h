@@ -21,6 +21,7 @@ struct EngineConfig {
   int block_size = 16;
   int kv_cache_blocks = 0;
   int64_t kv_cache_memory_mb = 256;
+  std::string kv_cache_dtype = "bf16";  // bf16 (half the memory) or f32
   // Memory the model, KV cache and activations must fit in, checked before anything is
   // allocated; 0 = the cgroup's limit (in a container) or else the machine's memory.
   double memory_limit_gb = 0;

@@ -102,8 +102,9 @@ class Backend {
   // positions: [n] I32; cos_sin: [max_pos, rope_dim / 2, 2] F32 (cos, sin).
   virtual void rope(const Tensor& x, const Tensor& positions, const Tensor& cos_sin) = 0;
 
-  // cache[slot / block_size, slot % block_size, :] = kv[t, :] for each token.
-  // kv: [n, width]; slot_mapping: [n] I32; cache: [n_blocks, block_size, width].
+  // cache[slot / block_size, slot % block_size, :] = kv[t, :] for each token,
+  // rounded to the cache's dtype. kv: [n, width] F32; slot_mapping: [n] I32;
+  // cache: [n_blocks, block_size, width] F32 or BF16.
   virtual void kv_cache_write(const Tensor& kv, const Tensor& slot_mapping,
                               const Tensor& cache) = 0;
 
@@ -112,7 +113,8 @@ class Backend {
   // head h: score(p) = q_latent[t, h]·latent(p) + q_rope[t, h]·rope_key(p) over
   // the positions p the token may see; out[t, h] = Σ softmax(scale · score)(p)
   // · latent(p). q_latent: [n, H, latent_dim]; q_rope: [n, H, rope_dim];
-  // cache: [n_blocks, block_size, latent_dim + rope_dim]; out: [n, H, latent_dim].
+  // cache: [n_blocks, block_size, latent_dim + rope_dim] F32 or BF16 (widened
+  // to F32 as read); out: [n, H, latent_dim].
   virtual void mla_attention(const Tensor& q_latent, const Tensor& q_rope, const Tensor& cache,
                              const AttentionBatch& batch, float scale, const Tensor& out) = 0;
 

@@ -643,10 +643,11 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
   info.backend = backend->name();
   info.block_size = config.block_size;
 
-  // KV-cache size: F32 rows of [kv_lora_rank | rope dim] per layer per token.
-  const int64_t kv_row_width = mc.kv_lora_rank + mc.qk_rope_head_dim;
-  const int64_t bytes_per_block = int64_t{config.block_size} * mc.num_hidden_layers * kv_row_width *
-                                  static_cast<int64_t>(sizeof(float));
+  // KV-cache size: rows of [kv_lora_rank | rope dim] per layer per token.
+  const DType kv_dtype = config.kv_cache_dtype == "f32" ? DType::kF32 : DType::kBF16;
+  const int64_t bytes_per_block =
+      KvCache::block_bytes(mc.num_hidden_layers, config.block_size,
+                           mc.kv_lora_rank + mc.qk_rope_head_dim, kv_dtype);
   int64_t n_blocks = config.kv_cache_blocks;
   if (n_blocks == 0) n_blocks = (config.kv_cache_memory_mb << 20) / bytes_per_block;
   if (n_blocks < 1 || n_blocks > (int64_t{1} << 30)) {
@@ -689,15 +690,16 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
       config.scheduling_policy == "priority" ? SchedulePolicy::kPriority : SchedulePolicy::kFcfs;
   ASSIGN_OR_RETURN(Scheduler scheduler, Scheduler::create(sc));
   auto cache = std::make_unique<KvCache>(*backend, loaded.num_hidden_layers, info.n_kv_blocks,
-                                         config.block_size, model->kv_row_width());
+                                         config.block_size, model->kv_row_width(), kv_dtype);
   mem.weights = model->weight_bytes().total();
   mem.weights_detail = model->weight_bytes().describe();
   mem.kv_cache = cache->n_bytes();
   mem.rss_after_load = resident_bytes();
   MS_LOG_INFO(
-      "engine: loaded {} ({}) on {} in {:.2f} s; KV cache {} blocks x {} tokens; max_model_len {}",
+      "engine: loaded {} ({}) on {} in {:.2f} s; KV cache {} blocks x {} tokens, {}; "
+      "max_model_len {}",
       info.id, info.architecture, info.backend, seconds(Clock::now() - start), info.n_kv_blocks,
-      info.block_size, info.max_model_len);
+      info.block_size, dtype_name(kv_dtype), info.max_model_len);
   MS_LOG_INFO("memory: {}", describe_memory(mem));
   return std::unique_ptr<Engine>(new EngineImpl(config, std::move(backend), std::move(model),
                                                 std::move(*tokenizer), std::move(cache),

@@ -46,10 +46,10 @@ StatusOr<Tensor> run_step(DeepseekV2Model& model, const KvCache& cache,
   return host;
 }
 
-ModelRunner::ModelRunner(DeepseekV2Model& model, int n_blocks, int block_size)
+ModelRunner::ModelRunner(DeepseekV2Model& model, int n_blocks, int block_size, DType kv_dtype)
     : model_(model),
       cache_(model.backend(), model.config().num_hidden_layers, n_blocks, block_size,
-             model.kv_row_width()),
+             model.kv_row_width(), kv_dtype),
       allocator_(n_blocks) {}
 
 int ModelRunner::create_sequence() {

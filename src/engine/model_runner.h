@@ -38,7 +38,8 @@ StatusOr<Tensor> run_step(DeepseekV2Model& model, const KvCache& cache,
 // and benchmarks that drive the model without the scheduler.
 class ModelRunner {
  public:
-  ModelRunner(DeepseekV2Model& model, int n_blocks, int block_size);
+  ModelRunner(DeepseekV2Model& model, int n_blocks, int block_size,
+              DType kv_dtype = DType::kF32);
 
   int create_sequence();
   void release_sequence(int seq_id);  // returns its blocks

@@ -2,12 +2,18 @@
 
 namespace moeserve {
 
-KvCache::KvCache(Backend& backend, int n_layers, int n_blocks, int block_size, int row_width)
-    : n_blocks_(n_blocks), block_size_(block_size), row_width_(row_width) {
+KvCache::KvCache(Backend& backend, int n_layers, int n_blocks, int block_size, int row_width,
+                 DType dtype)
+    : n_blocks_(n_blocks), block_size_(block_size), row_width_(row_width), dtype_(dtype) {
   MS_CHECK(n_blocks > 0 && block_size > 0 && row_width > 0, "bad KV cache geometry");
+  MS_CHECK(dtype == DType::kF32 || dtype == DType::kBF16, "KV cache dtype ", dtype_name(dtype));
   for (int i = 0; i < n_layers; ++i) {
-    layers_.push_back(backend.alloc(DType::kF32, {n_blocks, block_size, row_width}));
+    layers_.push_back(backend.alloc(dtype, {n_blocks, block_size, row_width}));
   }
+}
+
+int64_t KvCache::block_bytes(int n_layers, int block_size, int row_width, DType dtype) {
+  return dtype_bytes(dtype, int64_t{n_layers} * block_size * row_width);
 }
 
 int64_t KvCache::n_bytes() const {

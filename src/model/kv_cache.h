@@ -1,5 +1,6 @@
 // The paged latent KV cache: for every layer, blocks of `block_size` rows of
-// [compressed latent (kv_lora_rank) | rope key (qk_rope_head_dim)].
+// [compressed latent (kv_lora_rank) | rope key (qk_rope_head_dim)], in F32 or
+// BF16 (half the memory; rows are rounded once, when written).
 #pragma once
 
 #include <vector>
@@ -10,11 +11,16 @@ namespace moeserve {
 
 class KvCache {
  public:
-  KvCache(Backend& backend, int n_layers, int n_blocks, int block_size, int row_width);
+  KvCache(Backend& backend, int n_layers, int n_blocks, int block_size, int row_width,
+          DType dtype = DType::kF32);
+
+  // Bytes of one block over all layers.
+  static int64_t block_bytes(int n_layers, int block_size, int row_width, DType dtype);
 
   int n_blocks() const { return n_blocks_; }
   int block_size() const { return block_size_; }
   int row_width() const { return row_width_; }
+  DType dtype() const { return dtype_; }
   const Tensor& layer(int i) const {
     return layers_[static_cast<size_t>(i)];
   }  // [n_blocks, block_size, row_width]
@@ -24,6 +30,7 @@ class KvCache {
   int n_blocks_;
   int block_size_;
   int row_width_;
+  DType dtype_;
   std::vector<Tensor> layers_;
 };
 

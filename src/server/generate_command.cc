@@ -38,6 +38,7 @@ constexpr const char* kUsage =
     "  --backend NAME       cpu, cuda or auto (default auto)\n"
     "  --threads N          CPU threads (default: all)\n"
     "  --block-size N       KV-cache block size in tokens (default 64)\n"
+    "  --kv-cache-dtype D   bf16 (default) or f32\n"
     "  --memory-limit-gb G  memory the model must fit in (default: cgroup limit or RAM)\n"
     "  --log-level LEVEL    trace, debug, info (default), warn, error, off\n";
 
@@ -54,6 +55,7 @@ struct GenerateArgs {
   int threads = 0;
   int block_size = 64;
   double memory_limit_gb = 0;
+  std::string kv_cache_dtype = "bf16";
   std::string log_level = "info";
 };
 
@@ -112,6 +114,8 @@ StatusOr<GenerateArgs> parse_args(int argc, char** argv) {
       RETURN_IF_ERROR(parse_number(flag, v, &a.threads));
     } else if (flag == "--block-size") {
       RETURN_IF_ERROR(parse_number(flag, v, &a.block_size));
+    } else if (flag == "--kv-cache-dtype") {
+      a.kv_cache_dtype = v;
     } else if (flag == "--memory-limit-gb") {
       RETURN_IF_ERROR(parse_number(flag, v, &a.memory_limit_gb));
     } else if (flag == "--log-level") {
@@ -135,6 +139,9 @@ StatusOr<GenerateArgs> parse_args(int argc, char** argv) {
   }
   if (a.block_size <= 0 || a.block_size > 4096) {
     return absl::InvalidArgumentError("--block-size must be in [1, 4096]");
+  }
+  if (a.kv_cache_dtype != "bf16" && a.kv_cache_dtype != "f32") {
+    return absl::InvalidArgumentError("--kv-cache-dtype must be bf16 or f32");
   }
   if (!(a.memory_limit_gb >= 0 && a.memory_limit_gb < 1e6)) {
     return absl::InvalidArgumentError("--memory-limit-gb must be in [0, 1e6)");
@@ -185,9 +192,10 @@ Status generate(const GenerateArgs& a) {
   ASSIGN_OR_RETURN(const WeightBytes planned, plan_deepseek_weights(config, checkpoint));
   MemoryUsage mem;
   mem.weights = planned.total();
-  mem.kv_cache = int64_t{n_blocks} * a.block_size * config.num_hidden_layers *
-                 (config.kv_lora_rank + config.qk_rope_head_dim) *
-                 static_cast<int64_t>(sizeof(float));
+  const DType kv_dtype = a.kv_cache_dtype == "f32" ? DType::kF32 : DType::kBF16;
+  mem.kv_cache = n_blocks * KvCache::block_bytes(config.num_hidden_layers, a.block_size,
+                                                 config.kv_lora_rank + config.qk_rope_head_dim,
+                                                 kv_dtype);
   mem.activations = DeepseekV2Model::activation_bytes(
       config, std::max<int64_t>(static_cast<int64_t>(prompt_ids.size()), 1), 1);
   mem.other = resident_bytes();
@@ -198,7 +206,7 @@ Status generate(const GenerateArgs& a) {
   const auto t1 = std::chrono::steady_clock::now();
   MS_LOG_INFO("loaded {} on {} in {:.2f} s: {}", a.model, backend->name(),
               std::chrono::duration<double>(t1 - t0).count(), model->config().summary());
-  ModelRunner runner(*model, n_blocks, a.block_size);
+  ModelRunner runner(*model, n_blocks, a.block_size, kv_dtype);
   mem.weights = model->weight_bytes().total();
   mem.weights_detail = model->weight_bytes().describe();
   mem.rss_after_load = resident_bytes();

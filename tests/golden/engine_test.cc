@@ -184,7 +184,7 @@ TEST(EngineTest, MemoryPlanIsPublished) {
   const MemoryUsage& m = engine->model_info().memory;
   EXPECT_GT(m.weights, 0);
   EXPECT_EQ(m.kv_cache,
-            int64_t{256} * 4 * 3 * (32 + 8) * 4);  // blocks × tokens × layers × row × F32
+            int64_t{256} * 4 * 3 * (32 + 8) * 2);  // blocks × tokens × layers × row × BF16
   EXPECT_GT(m.activations, 0);
   EXPECT_GT(m.other, 0);
   EXPECT_GE(m.rss_after_load, m.weights + m.kv_cache);

@@ -19,6 +19,11 @@ namespace {
 // float64 reference to 1e-4 of the row's largest logit magnitude (an F32 run of
 // the reference itself differs by <1e-5).
 constexpr double kMaxRelError = 1e-4;
+// A BF16 KV cache rounds every cached latent and rope key to 8 significant
+// bits (relative error ≤ 2^-9); the logits then move by up to 4.7e-3 of the
+// row's largest magnitude on the random tiny models and 1.5e-3 on the trained
+// bundled one (measured; the test prints each), and greedy tokens stay the same.
+constexpr double kMaxRelErrorBf16Kv = 1e-2;
 
 struct Golden {
   std::vector<int32_t> prompt_ids;
@@ -76,15 +81,16 @@ double rel_error(const std::vector<float>& got, const std::vector<float>& want) 
   return max_diff / std::max(max_ref, 1e-30);
 }
 
-class GoldenTest : public ::testing::TestWithParam<std::tuple<std::string, int>> {};
+class GoldenTest : public ::testing::TestWithParam<std::tuple<std::string, int, DType>> {};
 
 TEST_P(GoldenTest, PrefillAndDecodeMatchReference) {
-  const auto& [name, block_size] = GetParam();
+  const auto& [name, block_size, kv_dtype] = GetParam();
+  const double tolerance = kv_dtype == DType::kF32 ? kMaxRelError : kMaxRelErrorBf16Kv;
   CpuBackend backend(2);
   auto model = DeepseekV2Model::load(model_dir(name), backend);
   ASSERT_TRUE(model.ok()) << model.status();
   const Golden g = load_golden(name);
-  ModelRunner runner(**model, /*n_blocks=*/64, block_size);
+  ModelRunner runner(**model, /*n_blocks=*/64, block_size, kv_dtype);
   const int seq = runner.create_sequence();
 
   auto prefill = runner.step({{seq, g.prompt_ids, /*all_logits=*/true}});
@@ -94,7 +100,7 @@ TEST_P(GoldenTest, PrefillAndDecodeMatchReference) {
   for (size_t p = 0; p < g.prefill_logits.size(); ++p) {
     const double err = rel_error((*prefill)[p], g.prefill_logits[p]);
     worst = std::max(worst, err);
-    EXPECT_LE(err, kMaxRelError) << name << " prefill position " << p;
+    EXPECT_LE(err, tolerance) << name << " prefill position " << p;
   }
   // Greedy: each argmax is the next golden token; decode logits match too.
   std::vector<float> last = prefill->back();
@@ -105,21 +111,22 @@ TEST_P(GoldenTest, PrefillAndDecodeMatchReference) {
     last = step->front();
     const double err = rel_error(last, g.decode_logits[i]);
     worst = std::max(worst, err);
-    EXPECT_LE(err, kMaxRelError) << name << " decode step " << i;
+    EXPECT_LE(err, tolerance) << name << " decode step " << i;
   }
   RecordProperty("max_rel_error", std::to_string(worst));
-  std::printf("%s block_size=%d: max relative logit error %.3g\n", name.c_str(), block_size, worst);
+  std::printf("%s block_size=%d kv=%s: max relative logit error %.3g\n", name.c_str(), block_size,
+              dtype_name(kv_dtype), worst);
 }
 
-INSTANTIATE_TEST_SUITE_P(TinyCheckpoints, GoldenTest,
-                         ::testing::Combine(::testing::Values("v3_tiny", "v2_lite_tiny", "v2_tiny",
-                                                              "v3_fp8_tiny", "v2_yarn_mscale_tiny",
-                                                              "v3_bf16_tiny", "bundled"),
-                                            ::testing::Values(4, 64)),
-                         [](const auto& info) {
-                           return std::get<0>(info.param) + "_block" +
-                                  std::to_string(std::get<1>(info.param));
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    TinyCheckpoints, GoldenTest,
+    ::testing::Combine(::testing::Values("v3_tiny", "v2_lite_tiny", "v2_tiny", "v3_fp8_tiny",
+                                         "v2_yarn_mscale_tiny", "v3_bf16_tiny", "bundled"),
+                       ::testing::Values(4, 64), ::testing::Values(DType::kF32, DType::kBF16)),
+    [](const auto& info) {
+      return std::get<0>(info.param) + "_block" + std::to_string(std::get<1>(info.param)) + "_kv" +
+             dtype_name(std::get<2>(info.param));
+    });
 
 }  // namespace
 }  // namespace moeserve

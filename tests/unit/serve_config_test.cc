@@ -501,13 +501,14 @@ TEST_F(ServeConfigTest, TinyCpuConfigMatchesItsArithmetic) {
   EXPECT_EQ(c->port, 8000);
   EXPECT_EQ(c->grpc_port, 50051);
   // The figures in the file's comments, from the bundled model's config.json:
-  // layers × (kv_lora_rank + qk_rope_head_dim) × 4 bytes per token.
+  // layers × (kv_lora_rank + qk_rope_head_dim) × 2 bytes (BF16) per token.
   const auto m = load_model_config(std::string(MOESERVE_SOURCE_DIR) + "/models/tiny");
   ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(c->engine.kv_cache_dtype, "bf16");
   const int64_t per_token =
-      int64_t{m->num_hidden_layers} * (m->kv_lora_rank + m->qk_rope_head_dim) * 4;
-  EXPECT_EQ(per_token, 1280);
-  EXPECT_EQ(int64_t{c->engine.kv_cache_blocks} * c->engine.block_size * per_token, 20971520);
+      int64_t{m->num_hidden_layers} * (m->kv_lora_rank + m->qk_rope_head_dim) * 2;
+  EXPECT_EQ(per_token, 640);
+  EXPECT_EQ(int64_t{c->engine.kv_cache_blocks} * c->engine.block_size * per_token, 10485760);
   // The whole cache holds max_num_seqs sequences at the model's whole context.
   EXPECT_EQ(m->max_position_embeddings, 1024);
   EXPECT_EQ(c->engine.kv_cache_blocks * c->engine.block_size,

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <limits>
 #include <numeric>
+#include <type_traits>
 #include <vector>
 
 #include "backend/cpu/cpu_gemm.h"
@@ -162,7 +163,8 @@ void CpuBackend::rope(const Tensor& x, const Tensor& positions, const Tensor& co
 
 void CpuBackend::kv_cache_write(const Tensor& kv, const Tensor& slot_mapping, const Tensor& cache) {
   check_dtype(slot_mapping, DType::kI32, "slot_mapping");
-  check_dtype(cache, DType::kF32, "kv cache");
+  MS_CHECK(cache.dtype() == DType::kF32 || cache.dtype() == DType::kBF16, "kv cache is ",
+           cache.describe(), ", expected F32 or BF16");
   const int64_t n = kv.dim(0), width = kv.dim(1);
   const int64_t block_size = cache.dim(1), n_slots = cache.dim(0) * block_size;
   MS_CHECK(cache.dim(2) == width && cache.is_contiguous(), "kv_cache_write shapes ", kv.describe(),
@@ -170,26 +172,44 @@ void CpuBackend::kv_cache_write(const Tensor& kv, const Tensor& slot_mapping, co
   const int32_t* slots = slot_mapping.data<int32_t>();
   for (int64_t t = 0; t < n; ++t) {
     MS_CHECK(slots[t] >= 0 && slots[t] < n_slots, "cache slot ", slots[t], " out of range");
-    std::memcpy(cache.data<float>() + slots[t] * width, row<float>(kv, t),
-                static_cast<size_t>(width) * sizeof(float));
+    const float* src = row<float>(kv, t);
+    if (cache.dtype() == DType::kF32) {
+      std::memcpy(cache.data<float>() + slots[t] * width, src,
+                  static_cast<size_t>(width) * sizeof(float));
+    } else {
+      uint16_t* dst = cache.data<uint16_t>() + slots[t] * width;
+      for (int64_t i = 0; i < width; ++i) dst[i] = f32_to_bf16(src[i]);
+    }
   }
 }
 
-void CpuBackend::mla_attention(const Tensor& q_latent, const Tensor& q_rope, const Tensor& cache,
-                               const AttentionBatch& batch, float scale, const Tensor& out) {
-  check_dtype(cache, DType::kF32, "kv cache");
+namespace {
+
+// One cached row [latent | rope key] widened to F32 (a no-op view for F32).
+template <typename T>
+const float* cache_row_f32(const T* row, int64_t width, std::vector<float>& buf) {
+  if constexpr (std::is_same_v<T, float>) {
+    return row;
+  } else {
+    buf.resize(static_cast<size_t>(width));
+    for (int64_t i = 0; i < width; ++i) buf[static_cast<size_t>(i)] = bf16_to_f32(row[i]);
+    return buf.data();
+  }
+}
+
+template <typename T>
+void mla_attention_impl(const Tensor& q_latent, const Tensor& q_rope, const Tensor& cache,
+                        const AttentionBatch& batch, float scale, const Tensor& out,
+                        ThreadPool& pool) {
   const int64_t n = q_latent.dim(0), n_heads = q_latent.dim(1), latent = q_latent.dim(2);
   const int64_t rope_dim = q_rope.dim(2), width = cache.dim(2), block_size = cache.dim(1);
-  MS_CHECK(latent + rope_dim == width && block_size == batch.block_size && out.dim(2) == latent,
-           "mla_attention shapes ", q_latent.describe(), " ", q_rope.describe(), " ",
-           cache.describe());
   const int32_t* seq = batch.token_seq.data<int32_t>();
   const int32_t* pos = batch.token_pos.data<int32_t>();
   const int32_t* tables = batch.block_tables.data<int32_t>();
   const int64_t max_blocks = batch.block_tables.dim(1);
-  const float* kv = cache.data<float>();
-  pool_.parallel_for(n * n_heads, [&](int64_t b, int64_t e) {
-    std::vector<float> scores;
+  const T* kv = cache.data<T>();
+  pool.parallel_for(n * n_heads, [&](int64_t b, int64_t e) {
+    std::vector<float> scores, buf;
     for (int64_t th = b; th < e; ++th) {
       const int64_t t = th / n_heads, h = th % n_heads;
       const int64_t n_ctx = pos[t] + 1;
@@ -198,8 +218,10 @@ void CpuBackend::mla_attention(const Tensor& q_latent, const Tensor& q_rope, con
       const float* qr = q_rope.data<float>() + t * q_rope.stride(0) + h * q_rope.stride(1);
       const int32_t* table = tables + seq[t] * max_blocks;
       auto cache_row = [&](int64_t p) {
-        return kv +
-               (static_cast<int64_t>(table[p / block_size]) * block_size + p % block_size) * width;
+        return cache_row_f32(
+            kv + (static_cast<int64_t>(table[p / block_size]) * block_size + p % block_size) *
+                     width,
+            width, buf);
       };
       scores.resize(static_cast<size_t>(n_ctx));
       float max_score = -std::numeric_limits<float>::infinity();
@@ -225,6 +247,23 @@ void CpuBackend::mla_attention(const Tensor& q_latent, const Tensor& q_rope, con
       }
     }
   });
+}
+
+}  // namespace
+
+void CpuBackend::mla_attention(const Tensor& q_latent, const Tensor& q_rope, const Tensor& cache,
+                               const AttentionBatch& batch, float scale, const Tensor& out) {
+  const int64_t latent = q_latent.dim(2), rope_dim = q_rope.dim(2), width = cache.dim(2);
+  MS_CHECK(latent + rope_dim == width && cache.dim(1) == batch.block_size && out.dim(2) == latent,
+           "mla_attention shapes ", q_latent.describe(), " ", q_rope.describe(), " ",
+           cache.describe());
+  if (cache.dtype() == DType::kF32) {
+    mla_attention_impl<float>(q_latent, q_rope, cache, batch, scale, out, pool_);
+  } else {
+    MS_CHECK(cache.dtype() == DType::kBF16, "kv cache is ", cache.describe(),
+             ", expected F32 or BF16");
+    mla_attention_impl<uint16_t>(q_latent, q_rope, cache, batch, scale, out, pool_);
+  }
 }
 
 void CpuBackend::moe_gate(const Tensor& logits, const Tensor& bias, const GateParams& params,
