@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <mutex>
 #include <numeric>
@@ -212,7 +213,7 @@ class Loader {
   const ModelConfig& config_;
   const Checkpoint& ckpt_;
   Backend* backend_;
-  const LoadProgress& progress_;
+  LoadProgress progress_;
   std::unique_ptr<ThreadPool> pool_;
   WeightBytes bytes_;
   std::vector<std::string> mapped_names_;  // used in place; populated at the end
@@ -256,14 +257,20 @@ StatusOr<Tensor> Loader::stacked(const std::vector<std::vector<std::string>>& pa
   }
   if (!planning()) {
     const int64_t scale_cols = bn > 0 ? ceil_div(cols, bk) : 0;
+    std::vector<Status> errors(static_cast<size_t>(n_experts));
     pool_->parallel_for(n_experts, [&](int64_t e0, int64_t e1) {
       for (int64_t e = e0; e < e1; ++e) {
         for (int64_t p = 0; p < n_parts; ++p) {
           const Source& sp = src[static_cast<size_t>(e)][static_cast<size_t>(p)];
           const Tensor& t = sp.t;
-          std::memcpy(static_cast<char*>(out.raw()) + (e * n_parts + p) * part_bytes, t.raw(),
-                      static_cast<size_t>(part_bytes));
+          char* dst = static_cast<char*>(out.raw()) + (e * n_parts + p) * part_bytes;
+          std::memcpy(dst, t.raw(), static_cast<size_t>(part_bytes));
           if (bn > 0) {
+            const int64_t at = find_fp8_nan(reinterpret_cast<const uint8_t*>(dst), part_bytes);
+            if (at >= 0) {
+              errors[static_cast<size_t>(e)] = absl::InvalidArgumentError(
+                  absl::StrCat("tensor '", sp.name, "' holds the E4M3 NaN code at element ", at));
+            }
             const float* s = t.block_scales()->data<float>();
             float* d = scales.data<float>() + (e * rows + p * part_rows) / g * scale_cols;
             for (int64_t i = 0; i < part_rows / g; ++i) {
@@ -275,6 +282,7 @@ StatusOr<Tensor> Loader::stacked(const std::vector<std::vector<std::string>>& pa
         }
       }
     });
+    for (const Status& err : errors) RETURN_IF_ERROR(err);
   }
   if (bn > 0) out.set_block_scales(scales, g, bk);
   return keep_repacked(out);
@@ -290,6 +298,11 @@ Status Loader::split_kv_b(const std::string& name, Tensor* w_uk_t, Tensor* w_uv)
   Tensor uv = make(dtype, {n_heads, v, r});
   if (!planning()) {
     const std::vector<float> w = to_f32_vector(kv_b.t);
+    if (const auto nan = std::find_if(w.begin(), w.end(), [](float v) { return std::isnan(v); });
+        nan != w.end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor '", name, "' holds a NaN at element ", nan - w.begin()));
+    }
     Tensor uk32 = Tensor::empty_host(DType::kF32, {n_heads, r, nope});
     Tensor uv32 = Tensor::empty_host(DType::kF32, {n_heads, v, r});
     for (int64_t h = 0; h < n_heads; ++h) {

@@ -72,7 +72,11 @@ INSTANTIATE_TEST_SUITE_P(Tiny, WeightLoadingTest,
                          ::testing::Values("v2_tiny", "v2_lite_tiny", "v2_yarn_mscale_tiny",
                                            "v3_tiny", "v3_bf16_tiny", "v3_fp8_tiny"));
 
-TEST(WeightLoadingNanTest, Fp8NanCodeIsRefusedNamingTheTensor) {
+// A weight used in place, an expert stacked into its own buffer, and kv_b_proj
+// (split into its absorbed halves): each path checks its FP8 codes.
+class WeightLoadingNanTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(WeightLoadingNanTest, Fp8NanCodeIsRefusedNamingTheTensor) {
   test::TempDir dir;
   RandomCheckpointSpec spec;
   spec.vocab_size = 512;
@@ -83,7 +87,7 @@ TEST(WeightLoadingNanTest, Fp8NanCodeIsRefusedNamingTheTensor) {
   spec.fp8 = true;
   ASSERT_TRUE(write_random_checkpoint(dir.path().string(), spec).ok());
   const std::string path = dir.file("model.safetensors");
-  const std::string victim = "model.layers.0.self_attn.o_proj.weight";
+  const std::string victim = GetParam();
   {
     std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
     uint64_t n_header = 0;
@@ -102,11 +106,17 @@ TEST(WeightLoadingNanTest, Fp8NanCodeIsRefusedNamingTheTensor) {
   CpuBackend be(2);
   auto w = load_deepseek_weights(*config, *ckpt, be);
   ASSERT_FALSE(w.ok());
-  EXPECT_NE(
-      w.status().message().find("tensor '" + victim + "' holds the E4M3 NaN code at element 77"),
-      std::string::npos)
-      << w.status();
+  const bool in_kv_b = victim.find("kv_b_proj") != std::string::npos;
+  const std::string want =
+      "tensor '" + victim +
+      (in_kv_b ? "' holds a NaN at element 77" : "' holds the E4M3 NaN code at element 77");
+  EXPECT_NE(w.status().message().find(want), std::string::npos) << w.status();
 }
+
+INSTANTIATE_TEST_SUITE_P(Paths, WeightLoadingNanTest,
+                         ::testing::Values("model.layers.0.self_attn.o_proj.weight",
+                                           "model.layers.1.mlp.experts.3.up_proj.weight",
+                                           "model.layers.1.self_attn.kv_b_proj.weight"));
 
 }  // namespace
 }  // namespace moeserve
