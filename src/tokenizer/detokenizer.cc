@@ -4,6 +4,7 @@
 #include <span>
 #include <utility>
 
+#include "common/status.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/unicode.h"
 
@@ -13,6 +14,7 @@ IncrementalDetokenizer::IncrementalDetokenizer(const Tokenizer& tokenizer,
                                                DetokenizerOptions options)
     : tokenizer_(tokenizer), options_(std::move(options)) {
   std::erase_if(options_.stop_strings, [](const std::string& s) { return s.empty(); });
+  if (!options_.stop_strings.empty()) stops_.emplace(options_.stop_strings);
 }
 
 std::string IncrementalDetokenizer::feed(int32_t id) {
@@ -52,43 +54,24 @@ std::string IncrementalDetokenizer::finish() {
 }
 
 std::string IncrementalDetokenizer::apply_stop_strings(std::string text, bool final) {
-  if (options_.stop_strings.empty()) return text;
-  // Search only where a match could involve new text.
-  size_t longest = 0;
-  for (const std::string& s : options_.stop_strings) longest = std::max(longest, s.size());
-  size_t search_from = held_text_.size();
+  if (!stops_.has_value()) return text;
+  const size_t held_before = held_text_.size();
   held_text_ += text;
-  search_from = search_from >= longest - 1 ? search_from - (longest - 1) : 0;
-
-  size_t best = std::string::npos;
-  const std::string* best_stop = nullptr;
-  for (const std::string& s : options_.stop_strings) {
-    size_t at = held_text_.find(s, search_from);
-    if (at < best) {
-      best = at;
-      best_stop = &s;
-    }
-  }
-  if (best_stop != nullptr) {
+  if (const std::optional<StopMatcher::Hit> hit = stops_->feed(text)) {
+    const int64_t start = static_cast<int64_t>(held_before) + hit->start;
+    MS_CHECK(start >= 0, "stop string match begins before the held-back text");
+    const std::string& stop = options_.stop_strings[hit->stop];
     stopped_ = true;
-    matched_stop_ = *best_stop;
-    std::string out =
-        held_text_.substr(0, best + (options_.include_stop_string ? best_stop->size() : 0));
+    matched_stop_ = stop;
+    std::string out = held_text_.substr(
+        0, static_cast<size_t>(start) + (options_.include_stop_string ? stop.size() : 0));
     held_text_.clear();
     pending_bytes_.clear();
     return out;
   }
   if (final) return std::exchange(held_text_, std::string());
   // Hold back the longest tail that is a proper prefix of some stop string.
-  size_t keep = 0;
-  for (const std::string& s : options_.stop_strings) {
-    for (size_t n = std::min(s.size() - 1, held_text_.size()); n > keep; --n) {
-      if (held_text_.compare(held_text_.size() - n, n, s, 0, n) == 0) {
-        keep = n;
-        break;
-      }
-    }
-  }
+  const size_t keep = std::min(stops_->pending(), held_text_.size());
   std::string out = held_text_.substr(0, held_text_.size() - keep);
   held_text_.erase(0, held_text_.size() - keep);
   return out;

@@ -13,12 +13,16 @@
 // Stop strings are matched on the text, also across token boundaries. Text
 // that could still be the start of a stop string is held back until it
 // either completes the stop string (the stream then ends before it) or
-// cannot anymore (it is released).
+// cannot anymore (it is released). Matching is linear in the text
+// (StopMatcher): the stop strings' number and length do not slow a token.
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
+
+#include "tokenizer/stop_matcher.h"
 
 namespace moeserve {
 
@@ -56,6 +60,7 @@ class IncrementalDetokenizer {
   std::string held_text_;      // complete text that may begin a stop string
   bool stopped_ = false;
   std::string matched_stop_;
+  std::optional<StopMatcher> stops_;  // when there are stop strings
 };
 
 }  // namespace moeserve
