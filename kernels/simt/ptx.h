@@ -87,16 +87,20 @@ __device__ __forceinline__ void cp_async(void* smem_dst, const void* global_src,
   const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem_dst));
   if constexpr (kOp == CacheOp::kCa) {
     asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(dst), "l"(global_src),
-                 "n"(kBytes), "r"(src_bytes));
+                 "n"(kBytes), "r"(src_bytes)
+                 : "memory");
   } else {
     asm volatile("cp.async.cg.shared.global [%0], [%1], %2, %3;\n" ::"r"(dst), "l"(global_src),
-                 "n"(kBytes), "r"(src_bytes));
+                 "n"(kBytes), "r"(src_bytes)
+                 : "memory");
   }
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+// "memory": the compiler must not move shared-memory reads of the copied data
+// above the wait (a thread may read its own copies without a barrier).
 template <int kPending>
 __device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
 }
 
 }  // namespace simt

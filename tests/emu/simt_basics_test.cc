@@ -62,8 +62,11 @@ TEST_F(SimtBasics, BarrierReductions) {
   }
 }
 
-// The CUDA programming guide's rules, written out per mode.
-int expected_shuffle(const std::vector<int>& in, unsigned lane, ShflKind kind, int b, int width) {
+// The CUDA programming guide's rules, written out per mode. The hardware uses
+// only the low 5 bits of b (PTX ISA, shfl.sync: bval[4:0] = b[4:0]).
+int expected_shuffle(const std::vector<int>& in, unsigned lane, ShflKind kind, int b_arg,
+                     int width) {
+  const int b = b_arg & 31;
   const unsigned warp_base = lane & ~31u;
   const unsigned l = lane & 31u;
   const unsigned seg = l & ~static_cast<unsigned>(width - 1);  // first lane of the segment
@@ -88,8 +91,7 @@ TEST_F(SimtBasics, ShufflesFollowCudaSemantics) {
   for (int& v : in) v = static_cast<int>(rng() % 100000) - 50000;
   for (ShflKind kind : {ShflKind::kIdx, ShflKind::kUp, ShflKind::kDown, ShflKind::kXor}) {
     for (int width : {1, 2, 4, 8, 16, 32}) {
-      for (int b : {0, 1, 3, 5, 16, 31, 37}) {
-        if (kind != ShflKind::kIdx && kind != ShflKind::kXor && b > 31) continue;
+      for (int b : {0, 1, 3, 5, 16, 31, 37, -1, 64}) {
         std::vector<int> out(n, 0);
         ASSERT_TRUE(launch_shuffle({in.data(), out.data(), kind, b, width}, n).ok());
         for (unsigned lane = 0; lane < n; ++lane) {

@@ -103,7 +103,9 @@ void resolve_shfl(BlockState&, ThreadState* const*, void* const* data, unsigned 
     const unsigned clamp = me.mode == ShflMode::kUp ? 0u : 31u;
     const int max_lane = static_cast<int>((lane & seg_mask) | (clamp & ~seg_mask));
     const int min_lane = static_cast<int>(lane & seg_mask);
-    const int b = me.b;
+    // The hardware reads only the low 5 bits of the lane / delta / mask operand
+    // (PTX shfl.sync: bval[4:0] = b[4:0]), so 37 acts as 5 and -1 as 31.
+    const int b = me.b & 31;
     int j = 0;
     bool in_range = false;
     switch (me.mode) {
