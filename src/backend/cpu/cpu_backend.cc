@@ -36,7 +36,9 @@ float silu(float v) { return v / (1.0f + std::exp(-v)); }
 }  // namespace
 
 CpuBackend::CpuBackend(int n_threads) : pool_(n_threads) {
-  openblas_set_num_threads(pool_.n_threads());
+  // Products are split across this backend's own threads (cpu_gemm.cc), each
+  // calling OpenBLAS single-threaded.
+  openblas_set_num_threads(1);
 }
 
 Tensor CpuBackend::alloc(DType dtype, std::vector<int64_t> shape) {
@@ -219,8 +221,8 @@ void mla_attention_impl(const Tensor& q_latent, const Tensor& q_rope, const Tens
       const int32_t* table = tables + seq[t] * max_blocks;
       auto cache_row = [&](int64_t p) {
         return cache_row_f32(
-            kv + (static_cast<int64_t>(table[p / block_size]) * block_size + p % block_size) *
-                     width,
+            kv +
+                (static_cast<int64_t>(table[p / block_size]) * block_size + p % block_size) * width,
             width, buf);
       };
       scores.resize(static_cast<size_t>(n_ctx));
