@@ -8,6 +8,23 @@
 
 namespace moeserve {
 
+const char* op_name(Op op) {
+  switch (op) {
+    case Op::kGatherRows: return "gather_rows";
+    case Op::kRmsNorm: return "rms_norm";
+    case Op::kAdd: return "add";
+    case Op::kLinear: return "linear";
+    case Op::kHeadLinear: return "head_linear";
+    case Op::kSiluMul: return "silu_mul";
+    case Op::kRope: return "rope";
+    case Op::kKvCacheWrite: return "kv_cache_write";
+    case Op::kMlaAttention: return "mla_attention";
+    case Op::kMoeGate: return "moe_gate";
+    case Op::kMoeFfn: return "moe_ffn";
+  }
+  return "?";
+}
+
 Tensor Backend::prepare_weight(const Tensor& host) {
   Tensor dev = alloc(host.dtype(), host.shape());
   copy(host, dev);

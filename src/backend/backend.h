@@ -52,6 +52,22 @@ struct AttentionBatch {
   int block_size = 0;   // tokens per cache block
 };
 
+// The ops of the interface, for Backend::supports and the op case table.
+enum class Op : uint8_t {
+  kGatherRows,
+  kRmsNorm,
+  kAdd,
+  kLinear,
+  kHeadLinear,
+  kSiluMul,
+  kRope,
+  kKvCacheWrite,
+  kMlaAttention,
+  kMoeGate,
+  kMoeFfn,
+};
+const char* op_name(Op op);
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -61,6 +77,11 @@ class Backend {
   // Whether every op below is implemented, so the backend can run a whole model.
   // `auto` backend selection only picks a backend that can.
   virtual bool runs_models() const { return true; }
+  // Whether `op` runs here with `dtype` as its weight / table / cache dtype
+  // (F32 for ops without one). A backend without an op aborts when it is
+  // called, so callers that may meet a partial backend (tests, auto
+  // selection) ask first.
+  virtual bool supports(Op op, DType dtype) const { return true; }
 
   // ---- memory -----------------------------------------------------------------
   // Contiguous, uninitialised tensor on this backend.

@@ -314,4 +314,15 @@ void CudaBackend::moe_ffn(const Tensor&, const Tensor&, const Tensor&, const Ten
   not_implemented("moe_ffn");
 }
 
+bool CudaBackend::supports(Op op, DType dtype) const {
+  switch (op) {
+    case Op::kGatherRows:
+      return dtype == DType::kF32 || dtype == DType::kBF16 || dtype == DType::kF16;
+    case Op::kRmsNorm: return dtype == DType::kF32 || dtype == DType::kBF16;
+    case Op::kAdd:
+    case Op::kSiluMul: return dtype == DType::kF32;
+    default: return false;
+  }
+}
+
 }  // namespace moeserve

@@ -38,6 +38,8 @@ class CudaBackend final : public Backend {
   Device device() const override { return Device::kCuda; }
   // linear, rope, the KV cache, MLA and MoE are not implemented yet (issue #5).
   bool runs_models() const override { return false; }
+  // gather_rows (F32/BF16/F16 tables), rms_norm (F32/BF16 weights), add, silu_mul.
+  bool supports(Op op, DType dtype) const override;
 
   // Stream-ordered allocation; the Buffer frees it on this backend's stream
   // (which lives as long as any buffer it allocated).

@@ -1,0 +1,371 @@
+#include "tests/support/backend_op_cases.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <functional>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace moeserve {
+namespace {
+
+// Dims per op:
+//   gather_rows    {table rows, d, n indices}
+//   rms_norm, add  {n, d}
+//   linear         {n, k, m}
+//   head_linear    {n, heads, k, m}
+//   silu_mul       {n, f}
+//   rope           {n, heads, rope_dim}
+//   kv_cache_write {n, width, blocks, block_size}
+//   mla_attention  {sequences, context, heads, latent, rope_dim, block_size}: one decode query
+//                  per sequence at position context - 1
+//   moe_gate       {n, experts, top_k, groups, top groups} (sigmoid, noaux_tc bias)
+//   moe_ffn        {n, experts, top_k, d, f}
+struct Prepared {
+  std::function<void()> run;
+  Tensor out;
+  double bytes = 0;
+  double flops = 0;
+};
+
+// xorshift64*: cheap enough for inputs of 10^8 values.
+struct Xorshift {
+  explicit Xorshift(uint64_t seed) : s(seed * 0x9E3779B97F4A7C15ull + 1) {}
+  uint64_t operator()() {
+    s ^= s >> 12;
+    s ^= s << 25;
+    s ^= s >> 27;
+    return s * 0x2545F4914F6CDD1Dull;
+  }
+  uint64_t s;
+};
+
+// The inputs of one case. With `meta`, tensors have shapes but no memory (for
+// the figures alone).
+class Inputs {
+ public:
+  Inputs(Backend& be, uint64_t seed, bool meta) : be_(be), rng_(seed), meta_(meta) {}
+
+  // Host values uniform in [lo, hi], as `dtype` (FP8 gets 128×128 F32 block scales).
+  Tensor host(DType dtype, std::vector<int64_t> shape, float lo = -1.0f, float hi = 1.0f) {
+    if (meta_) {
+      Tensor t(nullptr, dtype, shape);
+      if (dtype == DType::kFP8E4M3) {
+        std::vector<int64_t> s_shape(shape.begin(), shape.end() - 2);
+        s_shape.push_back((shape[shape.size() - 2] + 127) / 128);
+        s_shape.push_back((shape.back() + 127) / 128);
+        t.set_block_scales(Tensor(nullptr, DType::kF32, s_shape), 128, 128);
+      }
+      return t;
+    }
+    Tensor t = Tensor::empty_host(dtype, shape);
+    for (int64_t i = 0; i < t.numel(); ++i) {
+      const uint64_t r = rng_();
+      const float v = lo + (hi - lo) * static_cast<float>(r >> 40) * (1.0f / 16777216.0f);
+      switch (dtype) {
+        case DType::kF32: t.data<float>()[i] = v; break;
+        case DType::kBF16: t.data<uint16_t>()[i] = f32_to_bf16(v); break;
+        case DType::kF16: t.data<uint16_t>()[i] = f32_to_f16(v); break;
+        case DType::kFP8E4M3: {  // any finite code
+          uint8_t code = static_cast<uint8_t>(r);
+          if ((code & 0x7F) == 0x7F) code = 0x3F;
+          t.data<uint8_t>()[i] = code;
+          break;
+        }
+        default: MS_CHECK(false, "op case dtype ", dtype_name(dtype));
+      }
+    }
+    if (dtype == DType::kFP8E4M3) {
+      const int64_t rows = shape[shape.size() - 2], cols = shape.back();
+      std::vector<int64_t> s_shape(shape.begin(), shape.end() - 2);
+      s_shape.push_back((rows + 127) / 128);
+      s_shape.push_back((cols + 127) / 128);
+      Tensor s = Tensor::empty_host(DType::kF32, s_shape);
+      for (int64_t i = 0; i < s.numel(); ++i)
+        s.data<float>()[i] = (1.0f + static_cast<float>(rng_() >> 40) / 16777216.0f) / 448.0f;
+      t.set_block_scales(s, 128, 128);
+    }
+    return t;
+  }
+  Tensor dev(const Tensor& h) {
+    if (meta_) return h;
+    Tensor d = be_.alloc(h.dtype(), h.shape());
+    be_.copy(h, d);
+    return d;
+  }
+  Tensor random(DType dtype, std::vector<int64_t> shape, float lo = -1.0f, float hi = 1.0f) {
+    return dev(host(dtype, std::move(shape), lo, hi));
+  }
+  Tensor weight(DType dtype, std::vector<int64_t> shape) {
+    Tensor h = host(dtype, std::move(shape));
+    return meta_ ? h : be_.prepare_weight(h);
+  }
+  Tensor ints(const std::vector<int32_t>& v, std::vector<int64_t> shape) {
+    if (meta_) return Tensor(nullptr, DType::kI32, std::move(shape));
+    Tensor h = Tensor::empty_host(DType::kI32, std::move(shape));
+    std::copy(v.begin(), v.end(), h.data<int32_t>());
+    return dev(h);
+  }
+  Tensor zeros(DType dtype, std::vector<int64_t> shape) {
+    if (meta_) return Tensor(nullptr, dtype, std::move(shape));
+    return dev(Tensor::empty_host(dtype, std::move(shape)));
+  }
+  int64_t randint(int64_t n) { return static_cast<int64_t>(rng_() % static_cast<uint64_t>(n)); }
+
+ private:
+  Backend& be_;
+  Xorshift rng_;  // fast: a case's inputs are up to 10^8 values
+  bool meta_;
+};
+
+double bytes_of(const Tensor& t) {
+  double b = static_cast<double>(t.n_bytes());
+  if (t.block_scales()) b += static_cast<double>(t.block_scales()->n_bytes());
+  return b;
+}
+
+Prepared prepare(Backend& be, const OpCase& c, uint64_t seed, bool meta = false) {
+  Inputs in(be, seed, meta);
+  const std::vector<int64_t>& d = c.dims;
+  Prepared p;
+  switch (c.op) {
+    case Op::kGatherRows: {
+      Tensor table = in.weight(c.dtype, {d[0], d[1]});
+      std::vector<int32_t> idx(static_cast<size_t>(d[2]));
+      for (int32_t& i : idx) i = static_cast<int32_t>(in.randint(d[0]));
+      Tensor ids = in.ints(idx, {d[2]});
+      p.out = in.zeros(DType::kF32, {d[2], d[1]});
+      p.run = [&be, table, ids, out = p.out] { be.gather_rows(table, ids, out); };
+      p.bytes = static_cast<double>(d[2] * d[1]) * (dtype_bits(c.dtype) / 8.0 + 4);
+      break;
+    }
+    case Op::kRmsNorm: {
+      Tensor x = in.random(DType::kF32, {d[0], d[1]});
+      Tensor w = in.weight(c.dtype, {d[1]});
+      p.out = in.zeros(DType::kF32, {d[0], d[1]});
+      p.run = [&be, x, w, out = p.out] { be.rms_norm(x, w, 1e-6f, out); };
+      p.bytes = 8.0 * static_cast<double>(d[0] * d[1]) + bytes_of(w);
+      p.flops = 4.0 * static_cast<double>(d[0] * d[1]);
+      break;
+    }
+    case Op::kAdd: {
+      Tensor a = in.random(DType::kF32, {d[0], d[1]}), b = in.random(DType::kF32, {d[0], d[1]});
+      p.out = in.zeros(DType::kF32, {d[0], d[1]});
+      p.run = [&be, a, b, out = p.out] { be.add(a, b, out); };
+      p.bytes = 12.0 * static_cast<double>(d[0] * d[1]);
+      p.flops = static_cast<double>(d[0] * d[1]);
+      break;
+    }
+    case Op::kLinear: {
+      Tensor x = in.random(DType::kF32, {d[0], d[1]});
+      Tensor w = in.weight(c.dtype, {d[2], d[1]});
+      p.out = in.zeros(DType::kF32, {d[0], d[2]});
+      p.run = [&be, x, w, out = p.out] { be.linear(x, w, out); };
+      p.bytes = bytes_of(w) + 4.0 * static_cast<double>(d[0] * (d[1] + d[2]));
+      p.flops = 2.0 * static_cast<double>(d[0] * d[1] * d[2]);
+      break;
+    }
+    case Op::kHeadLinear: {
+      Tensor x = in.random(DType::kF32, {d[0], d[1], d[2]});
+      Tensor w = in.weight(c.dtype, {d[1], d[3], d[2]});
+      p.out = in.zeros(DType::kF32, {d[0], d[1], d[3]});
+      p.run = [&be, x, w, out = p.out] { be.head_linear(x, w, out); };
+      p.bytes = bytes_of(w) + 4.0 * static_cast<double>(d[0] * d[1] * (d[2] + d[3]));
+      p.flops = 2.0 * static_cast<double>(d[0] * d[1] * d[2] * d[3]);
+      break;
+    }
+    case Op::kSiluMul: {
+      Tensor gu = in.random(DType::kF32, {d[0], 2 * d[1]}, -4.0f, 4.0f);
+      p.out = in.zeros(DType::kF32, {d[0], d[1]});
+      p.run = [&be, gu, out = p.out] { be.silu_mul(gu, out); };
+      p.bytes = 12.0 * static_cast<double>(d[0] * d[1]);
+      p.flops = 5.0 * static_cast<double>(d[0] * d[1]);
+      break;
+    }
+    case Op::kRope: {
+      const int64_t n = d[0], heads = d[1], rd = d[2], max_pos = 4096;
+      Tensor x = in.random(DType::kF32, {n, heads, rd});
+      Tensor cs = in.random(DType::kF32, {max_pos, rd / 2, 2});
+      std::vector<int32_t> pos(static_cast<size_t>(n));
+      for (int32_t& q : pos) q = static_cast<int32_t>(in.randint(max_pos));
+      Tensor positions = in.ints(pos, {n});
+      p.out = x;  // in place: each run rotates again, the same way on every backend
+      p.run = [&be, x, positions, cs] { be.rope(x, positions, cs); };
+      p.bytes = 8.0 * static_cast<double>(n * heads * rd) + 4.0 * static_cast<double>(n * rd);
+      p.flops = 6.0 * static_cast<double>(n * heads * rd / 2);
+      break;
+    }
+    case Op::kKvCacheWrite: {
+      const int64_t n = d[0], width = d[1], blocks = d[2], bs = d[3];
+      Tensor kv = in.random(DType::kF32, {n, width});
+      std::vector<int32_t> slots(static_cast<size_t>(blocks * bs));
+      for (size_t i = 0; i < slots.size(); ++i) slots[i] = static_cast<int32_t>(i);
+      std::shuffle(slots.begin(), slots.end(), std::mt19937(static_cast<unsigned>(seed)));
+      slots.resize(static_cast<size_t>(n));
+      Tensor slot_mapping = in.ints(slots, {n});
+      p.out = in.zeros(c.dtype, {blocks, bs, width});
+      p.run = [&be, kv, slot_mapping, out = p.out] { be.kv_cache_write(kv, slot_mapping, out); };
+      p.bytes = static_cast<double>(n * width) * (4.0 + dtype_bits(c.dtype) / 8.0);
+      break;
+    }
+    case Op::kMlaAttention: {
+      const int64_t seqs = d[0], ctx = d[1], heads = d[2], latent = d[3], rd = d[4], bs = d[5];
+      const int64_t per_seq = (ctx + bs - 1) / bs, blocks = seqs * per_seq;
+      Tensor cache = in.random(c.dtype, {blocks, bs, latent + rd});
+      std::vector<int32_t> table(static_cast<size_t>(blocks));
+      for (size_t i = 0; i < table.size(); ++i) table[i] = static_cast<int32_t>(i);
+      std::shuffle(table.begin(), table.end(), std::mt19937(static_cast<unsigned>(seed)));
+      std::vector<int32_t> seq(static_cast<size_t>(seqs)), pos(static_cast<size_t>(seqs));
+      for (int64_t s = 0; s < seqs; ++s) {
+        seq[static_cast<size_t>(s)] = static_cast<int32_t>(s);
+        pos[static_cast<size_t>(s)] = static_cast<int32_t>(ctx - 1);
+      }
+      AttentionBatch batch;
+      batch.token_seq = in.ints(seq, {seqs});
+      batch.token_pos = in.ints(pos, {seqs});
+      batch.slot_mapping = in.ints(pos, {seqs});
+      batch.block_tables = in.ints(table, {seqs, per_seq});
+      batch.block_size = static_cast<int>(bs);
+      Tensor ql = in.random(DType::kF32, {seqs, heads, latent}, -0.1f, 0.1f);
+      Tensor qr = in.random(DType::kF32, {seqs, heads, rd}, -0.1f, 0.1f);
+      p.out = in.zeros(DType::kF32, {seqs, heads, latent});
+      const float scale = 1.0f / std::sqrt(static_cast<float>(latent + rd));
+      p.run = [&be, ql, qr, cache, batch, scale, out = p.out] {
+        be.mla_attention(ql, qr, cache, batch, scale, out);
+      };
+      p.bytes = static_cast<double>(seqs * ctx * (latent + rd)) * (dtype_bits(c.dtype) / 8.0);
+      p.flops = 4.0 * static_cast<double>(seqs * heads * ctx * (latent + rd));
+      break;
+    }
+    case Op::kMoeGate: {
+      const int64_t n = d[0], experts = d[1];
+      Tensor logits = in.random(DType::kF32, {n, experts}, -3.0f, 3.0f);
+      Tensor bias = in.random(DType::kF32, {experts}, -0.1f, 0.1f);
+      GateParams g;
+      g.scoring = ScoringFunc::kSigmoid;
+      g.method = TopkMethod::kNoauxTc;
+      g.top_k = static_cast<int>(d[2]);
+      g.n_group = static_cast<int>(d[3]);
+      g.topk_group = static_cast<int>(d[4]);
+      g.norm_topk_prob = true;
+      g.routed_scaling_factor = 2.5f;
+      Tensor ids = in.zeros(DType::kI32, {n, d[2]});
+      p.out = in.zeros(DType::kF32, {n, d[2]});
+      p.run = [&be, logits, bias, g, ids, out = p.out] { be.moe_gate(logits, bias, g, ids, out); };
+      p.bytes = 4.0 * static_cast<double>(n * experts);
+      break;
+    }
+    case Op::kMoeFfn: {
+      const int64_t n = d[0], experts = d[1], k = d[2], dm = d[3], f = d[4];
+      Tensor x = in.random(DType::kF32, {n, dm});
+      Tensor gu = in.weight(c.dtype, {experts, 2 * f, dm});
+      Tensor down = in.weight(c.dtype, {experts, dm, f});
+      std::vector<int32_t> idx(static_cast<size_t>(n * k));
+      for (int64_t t = 0; t < n; ++t) {
+        for (int64_t j = 0; j < k; ++j) {
+          idx[static_cast<size_t>(t * k + j)] = static_cast<int32_t>((t * 7 + j * 13) % experts);
+        }
+      }
+      Tensor ids = in.ints(idx, {n, k});
+      Tensor w = in.random(DType::kF32, {n, k}, 0.05f, 0.5f);
+      p.out = in.zeros(DType::kF32, {n, dm});
+      p.run = [&be, x, ids, w, gu, down, out = p.out] { be.moe_ffn(x, ids, w, gu, down, out); };
+      const double used =
+          std::min<double>(static_cast<double>(experts), static_cast<double>(n * k));
+      p.bytes = used / static_cast<double>(experts) * (bytes_of(gu) + bytes_of(down));
+      p.flops = 6.0 * static_cast<double>(n * k * dm * f);
+      break;
+    }
+  }
+  return p;
+}
+
+OpCase make(Op op, DType dtype, std::vector<int64_t> dims, double tolerance) {
+  return {absl::StrCat(op_name(op), " ", dtype_name(dtype), " [", absl::StrJoin(dims, ","), "]"),
+          op, dtype, std::move(dims), tolerance};
+}
+
+}  // namespace
+
+std::vector<OpCase> backend_op_cases() {
+  std::vector<OpCase> c;
+  // Embedding rows at V2-Lite's hidden 2048 and V3's 7168 (vocabularies cut to keep tests light).
+  for (DType t : {DType::kF32, DType::kBF16, DType::kF16}) {
+    c.push_back(make(Op::kGatherRows, t, {8192, 2048, 16}, 0));
+  }
+  c.push_back(make(Op::kGatherRows, DType::kBF16, {2048, 7168, 64}, 0));
+  for (int64_t n : {1, 64}) {
+    c.push_back(make(Op::kRmsNorm, DType::kBF16, {n, 7168}, 1e-5));
+    c.push_back(make(Op::kRmsNorm, DType::kF32, {n, 512}, 1e-5));
+    c.push_back(make(Op::kAdd, DType::kF32, {n, 7168}, 0));
+    c.push_back(make(Op::kSiluMul, DType::kF32, {n, 2048}, 1e-5));
+  }
+  // Projections: decode (n = 1, 8) and prefill (n = 64).
+  for (int64_t n : {1, 8, 64}) {
+    for (DType t : {DType::kBF16, DType::kFP8E4M3}) {
+      c.push_back(make(Op::kLinear, t, {n, 2048, 3072}, 1e-5));  // V2-Lite q_proj
+      c.push_back(make(Op::kLinear, t, {n, 7168, 1536}, 1e-5));  // V3 q_a_proj
+    }
+  }
+  c.push_back(make(Op::kLinear, DType::kF16, {4, 2048, 576}, 1e-5));  // kv_a_proj
+  // Absorbed MLA: W_UK per head, then W_UV (V2-Lite: 16 heads, nope 128, latent 512).
+  c.push_back(make(Op::kHeadLinear, DType::kBF16, {4, 16, 128, 512}, 1e-5));
+  c.push_back(make(Op::kHeadLinear, DType::kBF16, {4, 16, 512, 128}, 1e-5));
+  c.push_back(make(Op::kRope, DType::kF32, {64, 16, 64}, 1e-5));
+  for (DType t : {DType::kF32, DType::kBF16}) {
+    c.push_back(make(Op::kKvCacheWrite, t, {64, 576, 64, 16}, 0));
+    c.push_back(make(Op::kMlaAttention, t, {4, 1000, 16, 512, 64, 16}, 1e-4));
+  }
+  c.push_back(make(Op::kMoeGate, DType::kF32, {64, 256, 8, 8, 4}, 0));  // V3 routing
+  for (int64_t n : {1, 16}) {
+    c.push_back(make(Op::kMoeFfn, DType::kBF16, {n, 8, 6, 2048, 1408}, 1e-4));  // V2-Lite experts
+  }
+  c.push_back(make(Op::kMoeFfn, DType::kFP8E4M3, {4, 8, 2, 2048, 1408}, 1e-4));
+  return c;
+}
+
+OpResult run_op_case(Backend& be, const OpCase& c, uint64_t seed, bool run) {
+  if (!run) {
+    const Prepared p = prepare(be, c, seed, /*meta=*/true);
+    return {{}, p.bytes, p.flops};
+  }
+  Prepared p = prepare(be, c, seed);
+  p.run();
+  Tensor host = Tensor::empty_host(p.out.dtype(), p.out.shape());
+  be.copy(p.out, host);
+  be.synchronize();
+  return {to_f32_vector(host), p.bytes, p.flops};
+}
+
+double time_op_case(Backend& be, const OpCase& c, double min_seconds) {
+  using Clock = std::chrono::steady_clock;
+  Prepared p = prepare(be, c, 1);
+  p.run();
+  be.synchronize();
+  int64_t n = 0;
+  const Clock::time_point start = Clock::now();
+  double elapsed = 0;
+  do {
+    p.run();
+    be.synchronize();
+    ++n;
+    elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  } while (elapsed < min_seconds);
+  return elapsed / static_cast<double>(n);
+}
+
+double max_rel_error(const std::vector<float>& a, const std::vector<float>& b) {
+  MS_CHECK(a.size() == b.size(), "outputs of ", a.size(), " and ", b.size(), " values");
+  double diff = 0, ref = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double d = std::fabs(static_cast<double>(a[i]) - b[i]);
+    diff = std::isnan(d) ? INFINITY : std::max(diff, d);
+    ref = std::max(ref, std::fabs(static_cast<double>(b[i])));
+  }
+  return diff / std::max(ref, 1e-30);
+}
+
+}  // namespace moeserve

@@ -1,0 +1,45 @@
+// One table of backend op cases (op, shapes, dtypes, tolerance), as ggml's
+// test-backend-ops has: every backend runs each case it supports against the
+// CPU backend's result (tests/gpu/backend_ops_test.cc; label emu when the CUDA
+// backend runs on the SIMT emulator), and bench/backend_ops_bench times the
+// same cases (GB/s and GFLOP/s per case).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+
+namespace moeserve {
+
+struct OpCase {
+  std::string name;  // e.g. "linear BF16 n=1 k=2048 m=10944"
+  Op op;
+  DType dtype;                // weight / table / KV-cache dtype (F32 for ops without one)
+  std::vector<int64_t> dims;  // per op, see backend_op_cases.cc
+  double tolerance;           // max |got - cpu| / max |cpu| over the output
+};
+
+// DeepSeek-V2-Lite- and V3-shaped cases at decode and prefill sizes.
+std::vector<OpCase> backend_op_cases();
+
+struct OpResult {
+  std::vector<float> out;  // the op's output, downloaded and widened to F32
+  double bytes = 0;        // bytes the op must read and write (weights, inputs, outputs)
+  double flops = 0;        // floating-point operations (2 per multiply-add)
+};
+
+// Inputs made from `seed` (the same on every backend), uploaded to `be`; the op
+// run once; its output downloaded. `run` = false: only the figures (bytes,
+// flops), nothing is made or run.
+OpResult run_op_case(Backend& be, const OpCase& c, uint64_t seed, bool run = true);
+
+// Seconds per run of `c` on `be`, timed over at least `min_seconds` after one
+// warm-up run (inputs prepared once).
+double time_op_case(Backend& be, const OpCase& c, double min_seconds);
+
+// max |a - b| / max |b|.
+double max_rel_error(const std::vector<float>& a, const std::vector<float>& b);
+
+}  // namespace moeserve
