@@ -2,11 +2,14 @@
 # Builds and runs every test this machine can run (the README's test command).
 #
 #   1. build/      RelWithDebInfo, CUDA when nvcc is found, -Werror;
-#                  ctest labels unit, golden, e2e and gpu (gpu tests skip themselves
-#                  without a GPU, e2e tests without their npm packages, and ctest
-#                  lists them as skipped).
-#   2. build-asan/ AddressSanitizer + UBSan, CPU only; ctest label unit (the
-#                  bad-input tests live there). Only the unit test targets are built.
+#                  ctest labels unit, golden, e2e, emu and gpu (gpu tests skip
+#                  themselves without a GPU, e2e tests without their npm packages,
+#                  and ctest lists them as skipped). emu: CUDA kernels on the SIMT
+#                  emulator (kernels/simt), with racecheck, and nvcc for sm_90a.
+#   2. build-asan/ AddressSanitizer + UBSan, no real CUDA, the CUDA backend on the
+#                  emulator (MOESERVE_CUDA_EMU); ctest labels unit (the bad-input
+#                  tests live there) and emu (the kernels and the whole CudaBackend:
+#                  memcheck's job). Only those test targets are built.
 #   3. build-fuzz/ libFuzzer targets for the tokenizer, detokenizer and chat
 #                  templates, 60 s each (scripts/fuzz.sh).
 #
@@ -34,30 +37,30 @@ cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DMOESERVE_CUDA=AUTO -DMOESERVE_WERROR=ON -DMOESERVE_SANITIZE=OFF
 step "build build/"
 if cmake --build build -j"${jobs}"; then
-  step "ctest build/ -L unit|golden|e2e|gpu"
+  step "ctest build/ -L unit|golden|e2e|emu|gpu"
   ctest --test-dir build --output-on-failure --no-tests=error -j"${jobs}" \
-    -L '^(unit|golden|e2e|gpu)$' || failed+=("build/ tests")
+    -L '^(unit|golden|e2e|emu|gpu)$' || failed+=("build/ tests")
 else
   failed+=("build/ build")
 fi
 
 # ---- 2. sanitizer build -----------------------------------------------------------
-step "configure build-asan/ (ASan + UBSan, CPU only)"
+step "configure build-asan/ (ASan + UBSan, CUDA backend on the emulator)"
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DMOESERVE_CUDA=OFF -DMOESERVE_SANITIZE=ON -DMOESERVE_WERROR=OFF
+  -DMOESERVE_CUDA=OFF -DMOESERVE_CUDA_EMU=ON -DMOESERVE_SANITIZE=ON -DMOESERVE_WERROR=OFF
 # Each test is named after its executable target, so ctest's list is the build list.
-mapfile -t unit_targets < <(ctest --test-dir build-asan -N -L '^unit$' |
+mapfile -t unit_targets < <(ctest --test-dir build-asan -N -L '^(unit|emu)$' |
   sed -n 's/^ *Test *#[0-9]*: *//p')
-step "build build-asan/ (${#unit_targets[@]} unit test targets)"
+step "build build-asan/ (${#unit_targets[@]} unit and emu test targets)"
 if ((${#unit_targets[@]} == 0)); then
   echo "test.sh: no unit tests found in build-asan/" >&2
   failed+=("build-asan/ (no unit tests)")
 elif cmake --build build-asan -j"${jobs}" --target "${unit_targets[@]}"; then
-  step "ctest build-asan/ -L unit"
+  step "ctest build-asan/ -L unit|emu"
   ASAN_OPTIONS="detect_leaks=1:strict_string_checks=1:check_initialization_order=1" \
     UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
     ctest --test-dir build-asan --output-on-failure --no-tests=error -j"${jobs}" \
-    -L '^unit$' || failed+=("build-asan/ tests")
+    -L '^(unit|emu)$' || failed+=("build-asan/ tests")
 else
   failed+=("build-asan/ build")
 fi
