@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "tests/support/xorshift.h"
 
 namespace moeserve {
 namespace {
@@ -31,23 +32,12 @@ struct Prepared {
   double flops = 0;
 };
 
-// xorshift64*: cheap enough for inputs of 10^8 values.
-struct Xorshift {
-  explicit Xorshift(uint64_t seed) : s(seed * 0x9E3779B97F4A7C15ull + 1) {}
-  uint64_t operator()() {
-    s ^= s >> 12;
-    s ^= s << 25;
-    s ^= s >> 27;
-    return s * 0x2545F4914F6CDD1Dull;
-  }
-  uint64_t s;
-};
-
 // The inputs of one case. With `meta`, tensors have shapes but no memory (for
 // the figures alone).
 class Inputs {
  public:
-  Inputs(Backend& be, uint64_t seed, bool meta) : be_(be), rng_(seed), meta_(meta) {}
+  Inputs(Backend& be, uint64_t seed, bool meta)
+      : be_(be), rng_{seed * 0x9E3779B97F4A7C15ull + 1}, meta_(meta) {}
 
   // Host values uniform in [lo, hi], as `dtype` (FP8 gets 128×128 F32 block scales).
   Tensor host(DType dtype, std::vector<int64_t> shape, float lo = -1.0f, float hi = 1.0f) {
@@ -117,7 +107,7 @@ class Inputs {
 
  private:
   Backend& be_;
-  Xorshift rng_;  // fast: a case's inputs are up to 10^8 values
+  Xorshift64Star rng_;  // fast: a case's inputs are up to 10^8 values
   bool meta_;
 };
 

@@ -7,6 +7,7 @@
 
 #include "common/dtype.h"
 #include "model/safetensors_writer.h"
+#include "tests/support/xorshift.h"
 #include <nlohmann/json.hpp>
 
 namespace moeserve {
@@ -103,17 +104,6 @@ nlohmann::json config_json(const RandomCheckpointSpec& s) {
   return c;
 }
 
-// xorshift64*: fast, seeded, good enough for weights.
-struct Rng {
-  uint64_t s;
-  uint64_t next() {
-    s ^= s >> 12;
-    s ^= s << 25;
-    s ^= s >> 27;
-    return s * 0x2545F4914F6CDD1Dull;
-  }
-};
-
 }  // namespace
 
 RandomCheckpointSpec v2_lite_spec(int n_layers) {
@@ -172,7 +162,7 @@ StatusOr<int64_t> write_random_checkpoint(const std::string& dir,
   }
   const std::string path = (fs::path(dir) / "model.safetensors").string();
   ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsWriter> w, SafetensorsWriter::create(path, entries));
-  Rng rng{spec.seed * 0x9E3779B97F4A7C15ull + 7};
+  Xorshift64Star rng{spec.seed * 0x9E3779B97F4A7C15ull + 7};
   std::vector<uint8_t> buf;
   for (const SafetensorsWriter::Entry& e : entries) {
     int64_t n = 1;
