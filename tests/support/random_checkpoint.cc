@@ -170,7 +170,7 @@ StatusOr<int64_t> write_random_checkpoint(const std::string& dir,
     const bool is_norm = e.shape.size() == 1;
     buf.resize(static_cast<size_t>(dtype_bytes(e.dtype, n)));
     for (int64_t i = 0; i < n; ++i) {
-      const uint64_t r = rng.next();
+      const uint64_t r = rng();
       const float u = static_cast<float>(r >> 40) / static_cast<float>(1 << 24) - 0.5f;  // ±0.5
       if (e.dtype == DType::kFP8E4M3) {
         uint8_t code = static_cast<uint8_t>(r >> 8);
