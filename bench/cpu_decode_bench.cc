@@ -82,6 +82,20 @@ class CountingBackend final : public Backend {
     bytes += static_cast<int64_t>(used.size()) * (gu.n_bytes() + dn.n_bytes()) / gu.dim(0);
     inner_.moe_ffn(x, ids, w, gu, dn, o);
   }
+  // The fused ops run as the CPU backend fuses them.
+  void add_rms_norm(const Tensor& r, const Tensor& x, const Tensor& w, float e,
+                    const Tensor& o) override {
+    inner_.add_rms_norm(r, x, w, e, o);
+  }
+  void rope_kv_write(const Tensor& kv, int64_t rope_begin, const Tensor& p, const Tensor& t,
+                     const Tensor& s, const Tensor& c) override {
+    inner_.rope_kv_write(kv, rope_begin, p, t, s, c);
+  }
+  void gate_up_silu(const Tensor& x, const Tensor& w, const Tensor& scratch,
+                    const Tensor& o) override {
+    bytes += w.n_bytes();
+    inner_.gate_up_silu(x, w, scratch, o);
+  }
 
  private:
   CpuBackend& inner_;

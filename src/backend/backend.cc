@@ -1,5 +1,7 @@
 #include "backend/backend.h"
 
+#include <vector>
+
 #include "backend/cpu/cpu_backend.h"
 #include "common/logging.h"
 #ifdef MOESERVE_HAVE_CUDA
@@ -21,6 +23,11 @@ const char* op_name(Op op) {
     case Op::kMlaAttention: return "mla_attention";
     case Op::kMoeGate: return "moe_gate";
     case Op::kMoeFfn: return "moe_ffn";
+    case Op::kAddRmsNorm: return "add_rms_norm";
+    case Op::kRopeKvWrite: return "rope_kv_write";
+    case Op::kGateUpSilu: return "gate_up_silu";
+    case Op::kLogSoftmaxTopk: return "log_softmax_topk";
+    case Op::kSample: return "sample";
   }
   return "?";
 }
@@ -35,6 +42,73 @@ Tensor Backend::prepare_weight(const Tensor& host) {
     dev.set_block_scales(dev_s, host.block_rows(), host.block_cols());
   }
   return dev;
+}
+
+void Backend::add_rms_norm(const Tensor& residual, const Tensor& x, const Tensor& weight, float eps,
+                           const Tensor& out) {
+  add(residual, x, residual);
+  rms_norm(residual, weight, eps, out);
+}
+
+void Backend::rope_kv_write(const Tensor& kv, int64_t rope_begin, const Tensor& positions,
+                            const Tensor& cos_sin, const Tensor& slot_mapping,
+                            const Tensor& cache) {
+  rope(kv.slice(1, rope_begin, kv.dim(1)), positions, cos_sin);
+  kv_cache_write(kv, slot_mapping, cache);
+}
+
+void Backend::gate_up_silu(const Tensor& x, const Tensor& w_gate_up, const Tensor& scratch,
+                           const Tensor& out) {
+  linear(x, w_gate_up, scratch);
+  silu_mul(scratch, out);
+}
+
+void Backend::log_softmax_topk(const Tensor& logits, const Tensor& ids, const Tensor& logprobs) {
+  Tensor host = Tensor::empty_host(DType::kF32, logits.shape());
+  Tensor host_ids = Tensor::empty_host(DType::kI32, ids.shape());
+  Tensor host_lp = Tensor::empty_host(DType::kF32, logprobs.shape());
+  copy(logits, host);
+  synchronize();
+  host_log_softmax_topk(host, host_ids, host_lp);
+  copy(host_ids, ids);
+  copy(host_lp, logprobs);
+}
+
+void host_log_softmax_topk(const Tensor& logits, const Tensor& ids, const Tensor& logprobs) {
+  const int64_t n = logits.dim(0), vocab = logits.dim(1), k = ids.dim(1);
+  MS_CHECK(logits.dtype() == DType::kF32 && ids.dtype() == DType::kI32 &&
+               logprobs.dtype() == DType::kF32 && ids.dim(0) == n && logprobs.dim(0) == n &&
+               logprobs.dim(1) == k && k <= vocab,
+           "log_softmax_topk shapes ", logits.describe(), " ", ids.describe(), " ",
+           logprobs.describe());
+  for (int64_t r = 0; r < n; ++r) {
+    log_softmax_topk_row({logits.data<float>() + r * logits.stride(0), static_cast<size_t>(vocab)},
+                         {ids.data<int32_t>() + r * ids.stride(0), static_cast<size_t>(k)},
+                         {logprobs.data<float>() + r * logprobs.stride(0), static_cast<size_t>(k)});
+  }
+}
+
+std::vector<StatusOr<SampledToken>> Backend::sample(const Tensor& logits,
+                                                    std::span<const SamplingRow> rows) {
+  Tensor host = Tensor::empty_host(DType::kF32, logits.shape());
+  copy(logits, host);
+  synchronize();
+  return host_sample(host, rows);
+}
+
+std::vector<StatusOr<SampledToken>> host_sample(const Tensor& logits,
+                                                std::span<const SamplingRow> rows) {
+  MS_CHECK(logits.dtype() == DType::kF32 && logits.ndim() == 2 &&
+               logits.dim(0) == static_cast<int64_t>(rows.size()),
+           "sample: logits ", logits.describe(), " for ", rows.size(), " rows");
+  std::vector<StatusOr<SampledToken>> out;
+  out.reserve(rows.size());
+  std::vector<float> scratch;
+  for (size_t r = 0; r < rows.size(); ++r) {
+    const float* row = logits.data<float>() + static_cast<int64_t>(r) * logits.stride(0);
+    out.push_back(sample_row({row, static_cast<size_t>(logits.dim(1))}, rows[r], scratch));
+  }
+  return out;
 }
 
 StatusOr<std::unique_ptr<Backend>> create_backend(const std::string& kind, int n_threads) {

@@ -13,9 +13,11 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
+#include "backend/sampling.h"
 #include "common/status.h"
 #include "common/tensor.h"
 
@@ -65,6 +67,12 @@ enum class Op : uint8_t {
   kMlaAttention,
   kMoeGate,
   kMoeFfn,
+  // Fused ops: the base class composes them from the ops above.
+  kAddRmsNorm,
+  kRopeKvWrite,
+  kGateUpSilu,
+  kLogSoftmaxTopk,
+  kSample,
 };
 const char* op_name(Op op);
 
@@ -149,7 +157,45 @@ class Backend {
   // w_gate_up: [E, 2f, d] (gate rows then up rows); w_down: [E, d, f].
   virtual void moe_ffn(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_weights,
                        const Tensor& w_gate_up, const Tensor& w_down, const Tensor& out) = 0;
+
+  // ---- fused ops --------------------------------------------------------------------
+  // Each has a default composition of the ops above; a backend overrides the
+  // ones it fuses. None allocates: workspace comes from the caller.
+
+  // residual += x, then out = rms_norm(residual) · weight. residual, x, out:
+  // [n, d] F32 (out may alias x, not residual); weight: [d] F32/BF16.
+  virtual void add_rms_norm(const Tensor& residual, const Tensor& x, const Tensor& weight,
+                            float eps, const Tensor& out);
+
+  // Rotates kv[:, rope_begin:] by each token's position (rope), then writes the
+  // rows into the cache (kv_cache_write). kv: [n, width] F32, rotated in place.
+  virtual void rope_kv_write(const Tensor& kv, int64_t rope_begin, const Tensor& positions,
+                             const Tensor& cos_sin, const Tensor& slot_mapping,
+                             const Tensor& cache);
+
+  // out = silu(x · w_gateᵀ) * (x · w_upᵀ) with w_gate_up = [w_gate; w_up]:
+  // [2f, k] (any weight dtype); x: [n, k]; out: [n, f]; scratch: [n, 2f] F32
+  // that the composition (linear then silu_mul) writes; a fused kernel may not.
+  virtual void gate_up_silu(const Tensor& x, const Tensor& w_gate_up, const Tensor& scratch,
+                            const Tensor& out);
+
+  // Per row of logits [n, V] F32: the k = ids.dim(1) largest values of
+  // log_softmax, most likely first, ties to the lower id. ids: [n, k] I32;
+  // logprobs: [n, k] F32. The composition runs on a host copy of the logits.
+  virtual void log_softmax_topk(const Tensor& logits, const Tensor& ids, const Tensor& logprobs);
+
+  // One token per row of logits [n, V] F32, with rows[i]'s parameters
+  // (backend/sampling.h): only ids and log-probs leave the backend. Each row
+  // succeeds or fails alone. The composition samples a host copy of the logits.
+  virtual std::vector<StatusOr<SampledToken>> sample(const Tensor& logits,
+                                                     std::span<const SamplingRow> rows);
 };
+
+// log_softmax_topk and sample on host tensors: the CPU backend's ops and the
+// compositions'.
+void host_log_softmax_topk(const Tensor& logits, const Tensor& ids, const Tensor& logprobs);
+std::vector<StatusOr<SampledToken>> host_sample(const Tensor& logits,
+                                                std::span<const SamplingRow> rows);
 
 // "cpu", "cuda" or "auto" (CUDA when the build has it, a GPU is present and the
 // CUDA backend runs_models(); otherwise the CPU).

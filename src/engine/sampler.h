@@ -9,26 +9,11 @@
 #include <utility>
 #include <vector>
 
+#include "backend/sampling.h"
 #include "moeserve/sampling_params.h"
 #include "moeserve/status.h"
 
 namespace moeserve {
-
-struct TokenLogprob {
-  int32_t token = 0;
-  float logprob = 0.0f;
-};
-
-struct SampledToken {
-  int32_t token = 0;
-  // log_softmax(raw logits)[token]: the model's own distribution, before bias, penalties,
-  // temperature and filtering. This is vLLM's default (logprobs_mode "raw_logprobs"); OpenAI
-  // instead reports the distribution it sampled from. Always filled (it costs one pass).
-  float logprob = 0.0f;
-  // With params.logprobs: the params.top_logprobs most likely tokens of the same raw
-  // distribution, most likely first, ties by lower id. Empty otherwise.
-  std::vector<TokenLogprob> top_logprobs;
-};
 
 // One per sequence: it owns the sequence's random stream.
 class Sampler {

@@ -1,31 +1,30 @@
 #include "model/deepseek_v2.h"
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 
+#include "common/logging.h"
 #include "model/checkpoint.h"
 #include "model/rope.h"
 
 namespace moeserve {
 namespace {
 
-Tensor upload_i32(Backend& backend, const std::vector<int32_t>& v, std::vector<int64_t> shape) {
-  Tensor host(
-      Buffer::borrowed(const_cast<int32_t*>(v.data()),
-                       static_cast<int64_t>(v.size() * sizeof(int32_t)), Device::kCpu, nullptr),
-      DType::kI32, std::move(shape));
-  Tensor dev = backend.alloc(DType::kI32, host.shape());
-  backend.copy(host, dev);
-  return dev;
+MlaAttention::Dims mla_dims(const ModelConfig& c) {
+  return {.n_heads = c.num_attention_heads,
+          .nope = c.qk_nope_head_dim,
+          .rope = c.qk_rope_head_dim,
+          .latent = c.kv_lora_rank,
+          .v = c.v_head_dim,
+          .q_lora = c.q_lora_rank.value_or(0),
+          .softmax_scale = c.softmax_scale()};
 }
 
-}  // namespace
+// Single rank until the parallelism issue hands the model its shard.
+constexpr ShardSpec kOneRank{};
 
-struct DeepseekV2Model::Step {
-  int64_t n = 0;        // tokens in the step
-  AttentionBatch attn;  // shared by every layer
-  Tensor positions;     // [n] I32
-};
+}  // namespace
 
 StatusOr<std::unique_ptr<DeepseekV2Model>> DeepseekV2Model::load(const std::string& model_dir,
                                                                  Backend& backend) {
@@ -44,31 +43,79 @@ StatusOr<std::unique_ptr<DeepseekV2Model>> DeepseekV2Model::load(ModelConfig con
 }
 
 int64_t DeepseekV2Model::activation_bytes(const ModelConfig& c, int64_t n, int64_t n_logit_rows) {
-  const int64_t d = c.hidden_size, h = c.num_attention_heads, nope = c.qk_nope_head_dim,
-                rope = c.qk_rope_head_dim, latent = c.kv_lora_rank, v = c.v_head_dim;
-  // The residual stream and the normed / branch outputs live across layers.
-  const int64_t stream = 3 * n * d;
-  const int64_t attention =
-      n * (h * (nope + rope) + c.q_lora_rank.value_or(0) + latent + rope + 2 * h * latent + h * v);
-  const int64_t dense = 3 * n * c.intermediate_size;
-  int64_t moe = 0;
+  // forward(): the logits, then the residual stream and the normed and branch
+  // outputs, then the widest of the layers' scoped workspaces.
+  ArenaSize base;
+  base.add(DType::kF32, n_logit_rows * c.vocab_size);
+  for (int i = 0; i < 3; ++i) base.add(DType::kF32, n * c.hidden_size);
+  ArenaSize attention, dense, moe, head;
+  MlaAttention::workspace(attention, n, mla_dims(c));
+  DenseMlp::workspace(dense, n, c.intermediate_size);
   if (c.n_routed_experts.has_value()) {
-    const int64_t f = c.moe_intermediate_size, fs = f * c.n_shared_experts;
-    moe = n * (*c.n_routed_experts + 2 * c.num_experts_per_tok) + n * (2 * d + 3 * f) +
-          n * (d + 3 * fs);
+    FusedMoE::workspace(moe, n, c.hidden_size, *c.n_routed_experts, c.num_experts_per_tok,
+                        static_cast<int64_t>(c.moe_intermediate_size) * c.n_shared_experts);
   }
-  const int64_t head = n_logit_rows * (d + c.vocab_size);
-  return static_cast<int64_t>(sizeof(float)) * (stream + std::max({attention, dense, moe, head}));
+  LmHead::workspace(head, n_logit_rows, c.hidden_size);
+  return base.bytes() + std::max({attention.bytes(), dense.bytes(), moe.bytes(), head.bytes()});
 }
 
 DeepseekV2Model::DeepseekV2Model(ModelConfig config, DeepseekWeights weights, Backend& backend)
-    : config_(std::move(config)), weights_(std::move(weights)), backend_(backend) {
-  const int64_t n_pos = config_.max_position_embeddings;
-  const std::vector<float> table = build_rope_table(config_, n_pos);
-  Tensor host = Tensor::empty_host(DType::kF32, {n_pos, config_.qk_rope_head_dim / 2, 2});
+    : config_(std::move(config)), weight_bytes_(weights.bytes), backend_(backend) {
+  const ModelConfig& c = config_;
+  const int64_t n_pos = c.max_position_embeddings;
+  const std::vector<float> table = build_rope_table(c, n_pos);
+  Tensor host = Tensor::empty_host(DType::kF32, {n_pos, c.qk_rope_head_dim / 2, 2});
   std::memcpy(host.raw(), table.data(), table.size() * sizeof(float));
   rope_table_ = backend_.alloc(DType::kF32, host.shape());
   backend_.copy(host, rope_table_);
+
+  const float eps = c.rms_norm_eps;
+  embed_ = Embedding(std::move(weights.embed));
+  lm_head_ = LmHead(RmsNorm(std::move(weights.final_norm), eps),
+                    ColumnParallelLinear(std::move(weights.lm_head), kOneRank));
+  const GateParams gate = c.gate_params();
+  for (int i = 0; i < static_cast<int>(weights.layers.size()); ++i) {
+    DeepseekLayerWeights& w = weights.layers[static_cast<size_t>(i)];
+    DecoderLayer layer;
+    layer.attn_norm = RmsNorm(std::move(w.attn_norm), eps);
+    layer.ffn_norm = RmsNorm(std::move(w.ffn_norm), eps);
+    layer.attention = MlaAttention(mla_dims(c),
+                                   {.q_a = Linear(std::move(w.q_a)),
+                                    .q_a_norm = RmsNorm(std::move(w.q_a_norm), eps),
+                                    .q_b = ColumnParallelLinear(std::move(w.q_b), kOneRank),
+                                    .q_proj = ColumnParallelLinear(std::move(w.q_proj), kOneRank),
+                                    .kv_a = Linear(std::move(w.kv_a)),
+                                    .kv_a_norm = RmsNorm(std::move(w.kv_a_norm), eps),
+                                    .w_uk_t = std::move(w.w_uk_t),
+                                    .w_uv = std::move(w.w_uv),
+                                    .o_proj = RowParallelLinear(std::move(w.o_proj), kOneRank)},
+                                   rope_table_);
+    layer.is_moe = c.is_moe_layer(i);
+    if (layer.is_moe) {
+      DenseMlp shared;
+      if (w.shared_gate_up.defined()) {
+        shared = DenseMlp(ColumnParallelLinear(std::move(w.shared_gate_up), kOneRank),
+                          RowParallelLinear(std::move(w.shared_down), kOneRank));
+      }
+      layer.moe = FusedMoE({.router = Linear(std::move(w.router)),
+                            .router_bias = std::move(w.router_bias),
+                            .experts_gate_up = std::move(w.experts_gate_up),
+                            .experts_down = std::move(w.experts_down),
+                            .shared = std::move(shared)},
+                           gate);
+    } else {
+      layer.mlp = DenseMlp(ColumnParallelLinear(std::move(w.mlp_gate_up), kOneRank),
+                           RowParallelLinear(std::move(w.mlp_down), kOneRank));
+    }
+    layers_.push_back(std::move(layer));
+  }
+}
+
+void DeepseekV2Model::reserve(const StepLimits& limits) {
+  const int64_t arena = activation_bytes(config_, limits.max_tokens, limits.max_logits);
+  ctx_ = std::make_unique<StepContext>(backend_, limits, arena);
+  MS_LOG_DEBUG("model: step context for {} tokens, {} sequences, {} logit rows: arena {} bytes",
+               limits.max_tokens, limits.max_seqs, limits.max_logits, arena);
 }
 
 Status DeepseekV2Model::validate(const ForwardBatch& b, const KvCache& cache) const {
@@ -80,7 +127,7 @@ Status DeepseekV2Model::validate(const ForwardBatch& b, const KvCache& cache) co
     return absl::InvalidArgumentError("forward batch: block_tables is not n_seqs × max_blocks");
   }
   if (cache.row_width() != kv_row_width() ||
-      static_cast<int>(weights_.layers.size()) != config_.num_hidden_layers) {
+      static_cast<int>(layers_.size()) != config_.num_hidden_layers) {
     return absl::InvalidArgumentError("forward batch: KV cache does not match the model");
   }
   const int64_t n_slots = static_cast<int64_t>(cache.n_blocks()) * cache.block_size();
@@ -112,110 +159,59 @@ Status DeepseekV2Model::validate(const ForwardBatch& b, const KvCache& cache) co
   return absl::OkStatus();
 }
 
-StatusOr<Tensor> DeepseekV2Model::forward(const ForwardBatch& batch, const KvCache& cache) {
+StatusOr<StepContext*> DeepseekV2Model::plan(const ForwardBatch& batch, const KvCache& cache) {
   RETURN_IF_ERROR(validate(batch, cache));
-  Backend& be = backend_;
-  const int64_t n = batch.n_tokens(), d = config_.hidden_size;
-  Step s;
-  s.n = n;
-  s.positions = upload_i32(be, batch.positions, {n});
-  s.attn.token_pos = s.positions;
-  s.attn.token_seq = upload_i32(be, batch.token_seq, {n});
-  s.attn.slot_mapping = upload_i32(be, batch.slot_mapping, {n});
-  s.attn.block_tables = upload_i32(be, batch.block_tables, {batch.n_seqs, batch.max_blocks});
-  s.attn.block_size = cache.block_size();
-
-  Tensor x = be.alloc(DType::kF32, {n, d});  // the residual stream
-  be.gather_rows(weights_.embed, upload_i32(be, batch.tokens, {n}), x);
-  Tensor h = be.alloc(DType::kF32, {n, d});
-  Tensor y = be.alloc(DType::kF32, {n, d});
-  for (int i = 0; i < config_.num_hidden_layers; ++i) {
-    const DeepseekLayerWeights& l = weights_.layers[static_cast<size_t>(i)];
-    be.rms_norm(x, l.attn_norm, config_.rms_norm_eps, h);
-    attention(s, i, h, y, cache);
-    be.add(x, y, x);
-    be.rms_norm(x, l.ffn_norm, config_.rms_norm_eps, h);
-    mlp(s, i, h, y);
-    be.add(x, y, x);
+  if (ctx_ == nullptr || !ctx_->fits(batch)) {
+    // Grown to the next powers of two, so a caller that never reserved
+    // reallocates a handful of times, not every step.
+    auto grow = [](int64_t have, int64_t need) {
+      return std::max<int64_t>(
+          have,
+          static_cast<int64_t>(std::bit_ceil(static_cast<uint64_t>(std::max<int64_t>(need, 1)))));
+    };
+    const StepLimits have = ctx_ ? ctx_->limits() : StepLimits{};
+    reserve({.max_tokens = grow(have.max_tokens, batch.n_tokens()),
+             .max_seqs = grow(have.max_seqs, batch.n_seqs),
+             .max_logits = grow(have.max_logits, static_cast<int64_t>(batch.logits_rows.size())),
+             .max_blocks = grow(have.max_blocks, static_cast<int64_t>(batch.block_tables.size()))});
   }
-  const int64_t n_logits = static_cast<int64_t>(batch.logits_rows.size());
-  Tensor last = be.alloc(DType::kF32, {n_logits, d});
-  be.gather_rows(x, upload_i32(be, batch.logits_rows, {n_logits}), last);
-  be.rms_norm(last, weights_.final_norm, config_.rms_norm_eps, last);
-  Tensor logits = be.alloc(DType::kF32, {n_logits, config_.vocab_size});
-  be.linear(last, weights_.lm_head, logits);
+  ctx_->upload(batch, cache.block_size());
+  return ctx_.get();
+}
+
+Tensor DeepseekV2Model::forward(StepContext& ctx, const KvCache& cache) {
+  Backend& be = backend_;
+  ActivationArena& arena = ctx.arena();
+  const int64_t n = ctx.n_tokens(), d = config_.hidden_size;
+  const Tensor logits = arena.take(DType::kF32, {ctx.n_logits(), config_.vocab_size});
+  const Tensor x = arena.take(DType::kF32, {n, d});  // the residual stream
+  const Tensor h = arena.take(DType::kF32, {n, d});  // its normed copy
+  const Tensor y = arena.take(DType::kF32, {n, d});  // a branch's output
+  embed_.forward(be, ctx.tokens(), x);
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const DecoderLayer& l = layers_[i];
+    // x += y (the previous branch), then h = norm(x): one fused op per branch.
+    if (i == 0) {
+      l.attn_norm.forward(be, x, h);
+    } else {
+      l.attn_norm.add_forward(be, x, y, h);
+    }
+    l.attention.forward(be, ctx, h, cache.layer(static_cast<int>(i)), y);
+    l.ffn_norm.add_forward(be, x, y, h);
+    if (l.is_moe) {
+      l.moe.forward(be, arena, h, y);
+    } else {
+      l.mlp.forward(be, arena, h, y);
+    }
+  }
+  if (!layers_.empty()) be.add(x, y, x);
+  lm_head_.forward(be, ctx, x, logits);
   return logits;
 }
 
-void DeepseekV2Model::attention(Step& s, int layer, const Tensor& x, const Tensor& out,
-                                const KvCache& cache) {
-  Backend& be = backend_;
-  const DeepseekLayerWeights& l = weights_.layers[static_cast<size_t>(layer)];
-  const int64_t n = s.n, n_heads = config_.num_attention_heads;
-  const int64_t nope = config_.qk_nope_head_dim, rope = config_.qk_rope_head_dim;
-  const int64_t latent = config_.kv_lora_rank, v = config_.v_head_dim;
-
-  // Queries: [n, H, nope + rope].
-  Tensor q = be.alloc(DType::kF32, {n, n_heads * (nope + rope)});
-  if (config_.q_lora_rank.has_value()) {
-    Tensor q_a = be.alloc(DType::kF32, {n, *config_.q_lora_rank});
-    be.linear(x, l.q_a, q_a);
-    be.rms_norm(q_a, l.q_a_norm, config_.rms_norm_eps, q_a);
-    be.linear(q_a, l.q_b, q);
-  } else {
-    be.linear(x, l.q_proj, q);
-  }
-  const Tensor q3 = q.reshape({n, n_heads, nope + rope});
-  const Tensor q_nope = q3.slice(2, 0, nope);            // [n, H, nope]
-  const Tensor q_rope = q3.slice(2, nope, nope + rope);  // [n, H, rope]
-  be.rope(q_rope, s.positions, rope_table_);
-
-  // The new cache rows: [normalised latent | rotated rope key].
-  Tensor kv = be.alloc(DType::kF32, {n, latent + rope});
-  be.linear(x, l.kv_a, kv);
-  const Tensor kv_latent = kv.slice(1, 0, latent);
-  be.rms_norm(kv_latent, l.kv_a_norm, config_.rms_norm_eps, kv_latent);
-  be.rope(kv.slice(1, latent, latent + rope), s.positions, rope_table_);
-  be.kv_cache_write(kv, s.attn.slot_mapping, cache.layer(layer));
-
-  // Absorb W_UK into the queries, attend over latents, then apply W_UV.
-  Tensor q_latent = be.alloc(DType::kF32, {n, n_heads, latent});
-  be.head_linear(q_nope, l.w_uk_t, q_latent);
-  Tensor o_latent = be.alloc(DType::kF32, {n, n_heads, latent});
-  be.mla_attention(q_latent, q_rope, cache.layer(layer), s.attn, config_.softmax_scale(), o_latent);
-  Tensor o = be.alloc(DType::kF32, {n, n_heads, v});
-  be.head_linear(o_latent, l.w_uv, o);
-  be.linear(o.reshape({n, n_heads * v}), l.o_proj, out);
-}
-
-void DeepseekV2Model::mlp(Step& s, int layer, const Tensor& x, const Tensor& out) {
-  Backend& be = backend_;
-  const DeepseekLayerWeights& l = weights_.layers[static_cast<size_t>(layer)];
-  const int64_t n = s.n;
-  auto swiglu = [&](const Tensor& gate_up, const Tensor& down, const Tensor& dst) {
-    const int64_t f = down.dim(1);
-    Tensor gu = be.alloc(DType::kF32, {n, 2 * f});
-    be.linear(x, gate_up, gu);
-    Tensor act = be.alloc(DType::kF32, {n, f});
-    be.silu_mul(gu, act);
-    be.linear(act, down, dst);
-  };
-  if (!config_.is_moe_layer(layer)) {
-    swiglu(l.mlp_gate_up, l.mlp_down, out);
-    return;
-  }
-  const GateParams gp = config_.gate_params();
-  Tensor logits = be.alloc(DType::kF32, {n, *config_.n_routed_experts});
-  be.linear(x, l.router, logits);
-  Tensor ids = be.alloc(DType::kI32, {n, gp.top_k});
-  Tensor weights = be.alloc(DType::kF32, {n, gp.top_k});
-  be.moe_gate(logits, l.router_bias, gp, ids, weights);
-  be.moe_ffn(x, ids, weights, l.experts_gate_up, l.experts_down, out);
-  if (l.shared_gate_up.defined()) {
-    Tensor shared = be.alloc(DType::kF32, {n, config_.hidden_size});
-    swiglu(l.shared_gate_up, l.shared_down, shared);
-    be.add(out, shared, out);
-  }
+StatusOr<Tensor> DeepseekV2Model::forward(const ForwardBatch& batch, const KvCache& cache) {
+  ASSIGN_OR_RETURN(StepContext * ctx, plan(batch, cache));
+  return forward(*ctx, cache);
 }
 
 }  // namespace moeserve

@@ -1,15 +1,27 @@
 // DeepSeek-V2/V3 (DeepseekV2ForCausalLM, DeepseekV3ForCausalLM): MLA attention
-// over a paged latent cache, YaRN RoPE, dense SwiGLU and DeepSeekMoE layers.
+// over a paged latent cache, YaRN RoPE, dense SwiGLU and DeepSeekMoE layers,
+// written on the layers of model/layers/.
+//
+// A step is planned, then run: plan() validates a ForwardBatch and uploads it
+// into the StepContext reserved for the engine's largest step; forward() then
+// allocates nothing and does no host work.
 #pragma once
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "backend/backend.h"
 #include "model/deepseek_weights.h"
 #include "model/forward_batch.h"
 #include "model/kv_cache.h"
+#include "model/layers/embedding.h"
+#include "model/layers/fused_moe.h"
+#include "model/layers/mla_attention.h"
+#include "model/layers/mlp.h"
+#include "model/layers/norm.h"
 #include "model/model_config.h"
+#include "model/step_context.h"
 
 namespace moeserve {
 
@@ -25,35 +37,57 @@ class DeepseekV2Model {
                                                          const Checkpoint& checkpoint,
                                                          Backend& backend,
                                                          const LoadProgress& progress = {});
-  // An upper bound on the activation memory of one forward() over `n_tokens`
-  // tokens with `n_logit_rows` logit rows (F32 tensors of the widest layer).
+  // The activation arena of a step of up to `n_tokens` tokens and
+  // `n_logit_rows` logit rows: exactly what forward() takes from it at most.
   static int64_t activation_bytes(const ModelConfig& config, int64_t n_tokens,
                                   int64_t n_logit_rows);
   // For weights made elsewhere (benchmarks build random ones).
   DeepseekV2Model(ModelConfig config, DeepseekWeights weights, Backend& backend);
 
   const ModelConfig& config() const { return config_; }
-  const WeightBytes& weight_bytes() const { return weights_.bytes; }
+  const WeightBytes& weight_bytes() const { return weight_bytes_; }
   Backend& backend() const { return backend_; }
   // Width of one KV-cache row: kv_lora_rank + qk_rope_head_dim.
   int kv_row_width() const { return config_.kv_lora_rank + config_.qk_rope_head_dim; }
   // Positions the RoPE table covers (max_position_embeddings).
   int64_t max_positions() const { return rope_table_.dim(0); }
 
-  // Runs one step over `batch`, writing its tokens into `cache`. Returns the
-  // logits of batch.logits_rows: [n_logits, vocab] F32 on the backend.
+  // Allocates the step context (metadata and activation arena) for steps up
+  // to `limits`. plan() grows it when a batch exceeds it, so a caller that
+  // never reserves still runs; the engine reserves once at start-up.
+  void reserve(const StepLimits& limits);
+  // Bytes of the reserved arena (0 before the first reserve or plan).
+  int64_t arena_bytes() const { return ctx_ ? ctx_->arena().capacity() : 0; }
+
+  // Validates `batch` against the model and `cache` and uploads it. The
+  // context stays valid until the next plan().
+  StatusOr<StepContext*> plan(const ForwardBatch& batch, const KvCache& cache);
+  // Runs the planned step, writing its tokens into `cache`. Returns the logits
+  // of batch.logits_rows: [n_logits, vocab] F32 on the backend, a view of the
+  // arena valid until the next plan().
+  Tensor forward(StepContext& ctx, const KvCache& cache);
+  // plan() then forward().
   StatusOr<Tensor> forward(const ForwardBatch& batch, const KvCache& cache);
 
  private:
-  struct Step;  // per-step activations and metadata
-  void attention(Step& s, int layer, const Tensor& x, const Tensor& out, const KvCache& cache);
-  void mlp(Step& s, int layer, const Tensor& x, const Tensor& out);
+  struct DecoderLayer {
+    RmsNorm attn_norm;
+    MlaAttention attention;
+    RmsNorm ffn_norm;
+    DenseMlp mlp;  // dense layers
+    FusedMoE moe;  // MoE layers
+    bool is_moe = false;
+  };
   Status validate(const ForwardBatch& batch, const KvCache& cache) const;
 
   ModelConfig config_;
-  DeepseekWeights weights_;
+  WeightBytes weight_bytes_;
   Backend& backend_;
   Tensor rope_table_;  // [max_positions, rope_dim / 2, 2]
+  Embedding embed_;
+  std::vector<DecoderLayer> layers_;
+  LmHead lm_head_;
+  std::unique_ptr<StepContext> ctx_;
 };
 
 }  // namespace moeserve

@@ -25,6 +25,12 @@ namespace {
 //                  per sequence at position context - 1
 //   moe_gate       {n, experts, top_k, groups, top groups} (sigmoid, noaux_tc bias)
 //   moe_ffn        {n, experts, top_k, d, f}
+//   add_rms_norm   {n, d}
+//   rope_kv_write  {n, width, rope_dim, blocks, block_size}
+//   gate_up_silu   {n, k, f}
+//   log_softmax_topk {n, vocab, k}: the log-probabilities are compared
+//   sample         {n, vocab, mode}: mode 0 greedy; 1 temperature 0.8, top_k 50, top_p 0.9,
+//                  min_p 0.05, penalties, a bias and a mask; out [n, 2] = (token, logprob)
 struct Prepared {
   std::function<void()> run;
   Tensor out;
@@ -269,6 +275,108 @@ Prepared prepare(Backend& be, const OpCase& c, uint64_t seed, bool meta = false)
       p.flops = 6.0 * static_cast<double>(n * k * dm * f);
       break;
     }
+    case Op::kAddRmsNorm: {
+      Tensor residual = in.random(DType::kF32, {d[0], d[1]});
+      Tensor x = in.random(DType::kF32, {d[0], d[1]});
+      Tensor w = in.weight(c.dtype, {d[1]});
+      p.out = in.zeros(DType::kF32, {d[0], d[1]});
+      // Each run adds x to the residual again, the same way on every backend.
+      p.run = [&be, residual, x, w, out = p.out] { be.add_rms_norm(residual, x, w, 1e-6f, out); };
+      p.bytes = 16.0 * static_cast<double>(d[0] * d[1]) + bytes_of(w);
+      p.flops = 5.0 * static_cast<double>(d[0] * d[1]);
+      break;
+    }
+    case Op::kRopeKvWrite: {
+      const int64_t n = d[0], width = d[1], rd = d[2], blocks = d[3], bs = d[4], max_pos = 4096;
+      Tensor kv = in.random(DType::kF32, {n, width});
+      Tensor cs = in.random(DType::kF32, {max_pos, rd / 2, 2});
+      std::vector<int32_t> pos(static_cast<size_t>(n));
+      for (int32_t& q : pos) q = static_cast<int32_t>(in.randint(max_pos));
+      std::vector<int32_t> slots(static_cast<size_t>(blocks * bs));
+      for (size_t i = 0; i < slots.size(); ++i) slots[i] = static_cast<int32_t>(i);
+      std::shuffle(slots.begin(), slots.end(), std::mt19937(static_cast<unsigned>(seed)));
+      slots.resize(static_cast<size_t>(n));
+      Tensor positions = in.ints(pos, {n}), slot_mapping = in.ints(slots, {n});
+      p.out = in.zeros(c.dtype, {blocks, bs, width});
+      p.run = [&be, kv, width, rd, positions, cs, slot_mapping, out = p.out] {
+        be.rope_kv_write(kv, width - rd, positions, cs, slot_mapping, out);
+      };
+      p.bytes = static_cast<double>(n * width) * (4.0 + dtype_bits(c.dtype) / 8.0) +
+                4.0 * static_cast<double>(n * rd);
+      p.flops = 3.0 * static_cast<double>(n * rd);
+      break;
+    }
+    case Op::kGateUpSilu: {
+      const int64_t n = d[0], k = d[1], f = d[2];
+      Tensor x = in.random(DType::kF32, {n, k});
+      Tensor w = in.weight(c.dtype, {2 * f, k});
+      Tensor scratch = in.zeros(DType::kF32, {n, 2 * f});
+      p.out = in.zeros(DType::kF32, {n, f});
+      p.run = [&be, x, w, scratch, out = p.out] { be.gate_up_silu(x, w, scratch, out); };
+      p.bytes = bytes_of(w) + 4.0 * static_cast<double>(n * (k + f));
+      p.flops = 4.0 * static_cast<double>(n * k * f);
+      break;
+    }
+    case Op::kLogSoftmaxTopk: {
+      const int64_t n = d[0], vocab = d[1], k = d[2];
+      Tensor logits = in.random(DType::kF32, {n, vocab}, -20.0f, 20.0f);
+      Tensor ids = in.zeros(DType::kI32, {n, k});
+      p.out = in.zeros(DType::kF32, {n, k});
+      p.run = [&be, logits, ids, out = p.out] { be.log_softmax_topk(logits, ids, out); };
+      p.bytes = 4.0 * static_cast<double>(n * vocab);
+      p.flops = 3.0 * static_cast<double>(n * vocab);
+      break;
+    }
+    case Op::kSample: {
+      const int64_t n = d[0], vocab = d[1];
+      const bool greedy = d[2] == 0;
+      Tensor logits = in.random(DType::kF32, {n, vocab}, -8.0f, 8.0f);
+      std::vector<PenaltyEntry> penalties;
+      for (int i = 0; i < 40; ++i) {
+        penalties.push_back({.token = static_cast<int32_t>(in.randint(vocab)),
+                             .n_output = static_cast<int32_t>(in.randint(4)),
+                             .in_prompt = in.randint(2) == 1});
+      }
+      std::sort(penalties.begin(), penalties.end(),
+                [](const PenaltyEntry& a, const PenaltyEntry& b) { return a.token < b.token; });
+      penalties.erase(std::unique(penalties.begin(), penalties.end(),
+                                  [](const PenaltyEntry& a, const PenaltyEntry& b) {
+                                    return a.token == b.token;
+                                  }),
+                      penalties.end());
+      std::vector<std::pair<int32_t, float>> bias = {{3, 5.0f}, {17, -100.0f}};
+      std::vector<int32_t> masked = {1, 2};
+      p.out = Tensor::empty_host(DType::kF32, {n, 2});
+      p.run = [&be, logits, n, greedy, penalties, bias, masked, out = p.out] {
+        std::vector<SamplingRow> rows(static_cast<size_t>(n));
+        for (size_t r = 0; r < rows.size(); ++r) {
+          rows[r].seed = 1234 + r;
+          rows[r].counter = 7;
+          if (greedy) continue;
+          rows[r] = {.temperature = 0.8f,
+                     .top_k = 50,
+                     .top_p = 0.9f,
+                     .min_p = 0.05f,
+                     .repetition_penalty = 1.2f,
+                     .frequency_penalty = 0.5f,
+                     .presence_penalty = 0.3f,
+                     .seed = 1234 + r,
+                     .counter = 7,
+                     .n_top_logprobs = 5,
+                     .logit_bias = bias,
+                     .penalties = penalties,
+                     .masked = masked};
+        }
+        const std::vector<StatusOr<SampledToken>> got = be.sample(logits, rows);
+        for (size_t r = 0; r < rows.size(); ++r) {
+          MS_CHECK(got[r].ok(), "sample row ", r, ": ", got[r].status().ToString());
+          out.data<float>()[2 * r] = static_cast<float>(got[r]->token);
+          out.data<float>()[2 * r + 1] = got[r]->logprob;
+        }
+      };
+      p.bytes = 4.0 * static_cast<double>(n * vocab);
+      break;
+    }
   }
   return p;
 }
@@ -314,6 +422,17 @@ std::vector<OpCase> backend_op_cases() {
     c.push_back(make(Op::kMoeFfn, DType::kBF16, {n, 8, 6, 2048, 1408}, 1e-4));  // V2-Lite experts
   }
   c.push_back(make(Op::kMoeFfn, DType::kFP8E4M3, {4, 8, 2, 2048, 1408}, 1e-4));
+  // Fused ops: V3's hidden 7168 norm, the V2-Lite/V3 576-wide cache row with
+  // its 64 rope dims, V2-Lite's dense 10944 SwiGLU, a 129280-token vocabulary.
+  for (int64_t n : {1, 64}) {
+    c.push_back(make(Op::kAddRmsNorm, DType::kBF16, {n, 7168}, 1e-5));
+    c.push_back(make(Op::kGateUpSilu, DType::kBF16, {n, 2048, 10944}, 1e-5));
+  }
+  for (DType t : {DType::kF32, DType::kBF16}) {
+    c.push_back(make(Op::kRopeKvWrite, t, {64, 576, 64, 64, 16}, 1e-5));
+  }
+  c.push_back(make(Op::kLogSoftmaxTopk, DType::kF32, {8, 129280, 20}, 1e-5));
+  for (int64_t mode : {0, 1}) c.push_back(make(Op::kSample, DType::kF32, {8, 129280, mode}, 1e-6));
   return c;
 }
 

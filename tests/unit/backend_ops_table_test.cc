@@ -2,13 +2,15 @@
 // backend: it covers every op of the interface, every case gives a finite,
 // non-trivial output, and the CPU backend gives the same result, within the
 // case's tolerance, with 1 thread and with 3 (other chunkings of every
-// parallel loop). Other backends run the same table against the CPU in
+// parallel loop), and its fused ops agree with their default compositions.
+// Other backends run the same table against the CPU in
 // tests/gpu/backend_ops_test.cc.
 #include <cmath>
 #include <set>
 
 #include "backend/cpu/cpu_backend.h"
 #include "tests/support/backend_op_cases.h"
+#include "tests/support/forwarding_backend.h"
 #include <gtest/gtest.h>
 
 namespace moeserve {
@@ -17,8 +19,10 @@ namespace {
 TEST(BackendOpsTableTest, CoversEveryOp) {
   std::set<Op> ops;
   for (const OpCase& c : backend_op_cases()) ops.insert(c.op);
-  for (Op op : {Op::kGatherRows, Op::kRmsNorm, Op::kAdd, Op::kLinear, Op::kHeadLinear, Op::kSiluMul,
-                Op::kRope, Op::kKvCacheWrite, Op::kMlaAttention, Op::kMoeGate, Op::kMoeFfn}) {
+  for (Op op :
+       {Op::kGatherRows, Op::kRmsNorm, Op::kAdd, Op::kLinear, Op::kHeadLinear, Op::kSiluMul,
+        Op::kRope, Op::kKvCacheWrite, Op::kMlaAttention, Op::kMoeGate, Op::kMoeFfn, Op::kAddRmsNorm,
+        Op::kRopeKvWrite, Op::kGateUpSilu, Op::kLogSoftmaxTopk, Op::kSample}) {
     EXPECT_TRUE(ops.count(op)) << op_name(op);
   }
 }
@@ -45,6 +49,26 @@ TEST(BackendOpsTableTest, CpuAgreesWithItselfAcrossThreadCounts) {
     EXPECT_LE(max_rel_error(b.out, a.out), c.tolerance);
   }
   EXPECT_GE(ran, 25);
+}
+
+// The CPU backend's fused ops against the Backend base class's compositions
+// of its basic ops (what a backend gets before it fuses one).
+TEST(BackendOpsTableTest, FusedOpsMatchTheirDefaultCompositions) {
+  CpuBackend cpu(2);
+  ComposingBackend composed(cpu);
+  int ran = 0;
+  for (const OpCase& c : backend_op_cases()) {
+    if (c.op != Op::kAddRmsNorm && c.op != Op::kRopeKvWrite && c.op != Op::kGateUpSilu &&
+        c.op != Op::kLogSoftmaxTopk && c.op != Op::kSample) {
+      continue;
+    }
+    SCOPED_TRACE(c.name);
+    const OpResult fused = run_op_case(cpu, c, 5);
+    const OpResult parts = run_op_case(composed, c, 5);
+    EXPECT_LE(max_rel_error(fused.out, parts.out), c.tolerance);
+    ++ran;
+  }
+  EXPECT_EQ(ran, 9);
 }
 
 }  // namespace

@@ -33,6 +33,43 @@ void check_dtype(const Tensor& t, DType d, const char* what) {
 
 float silu(float v) { return v / (1.0f + std::exp(-v)); }
 
+// out = x / rms(x) * w over one row of d values (out may alias x).
+void rms_norm_row(const float* x, const float* w, int64_t d, float eps, float* out) {
+  double ss = 0.0;
+  for (int64_t j = 0; j < d; ++j) ss += static_cast<double>(x[j]) * x[j];
+  const float inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(d) + eps));
+  for (int64_t j = 0; j < d; ++j) out[j] = x[j] * inv * w[j];
+}
+
+// Rotates the interleaved pairs of v[0, 2 * half) by one position's cos/sin table row.
+void rotate_pairs(float* v, const float* cs, int64_t half) {
+  for (int64_t i = 0; i < half; ++i) {
+    const float c = cs[2 * i], s = cs[2 * i + 1];
+    const float a = v[2 * i], b = v[2 * i + 1];
+    v[2 * i] = a * c - b * s;
+    v[2 * i + 1] = a * s + b * c;
+  }
+}
+
+// Writes one F32 row into a cache row of `width` values in the cache's dtype.
+void write_cache_row(const float* src, int64_t width, const Tensor& cache, int64_t slot) {
+  if (cache.dtype() == DType::kF32) {
+    std::memcpy(cache.data<float>() + slot * width, src,
+                static_cast<size_t>(width) * sizeof(float));
+  } else {
+    uint16_t* dst = cache.data<uint16_t>() + slot * width;
+    for (int64_t i = 0; i < width; ++i) dst[i] = f32_to_bf16(src[i]);
+  }
+}
+
+void check_cache(const Tensor& kv, const Tensor& slot_mapping, const Tensor& cache) {
+  check_dtype(slot_mapping, DType::kI32, "slot_mapping");
+  MS_CHECK(cache.dtype() == DType::kF32 || cache.dtype() == DType::kBF16, "kv cache is ",
+           cache.describe(), ", expected F32 or BF16");
+  MS_CHECK(cache.dim(2) == kv.dim(1) && cache.is_contiguous(), "kv cache write shapes ",
+           kv.describe(), " ", cache.describe());
+}
+
 }  // namespace
 
 CpuBackend::CpuBackend(int n_threads) : pool_(n_threads) {
@@ -77,17 +114,58 @@ void CpuBackend::rms_norm(const Tensor& x, const Tensor& weight, float eps, cons
   const int64_t n = x.dim(0), d = x.dim(1);
   MS_CHECK(weight.numel() == d && out.dim(0) == n && out.dim(1) == d, "rms_norm shapes ",
            x.describe(), " ", weight.describe(), " ", out.describe());
-  const std::vector<float> w = to_f32_vector(weight);
+  const float* w = norm_weight(weight);
+  pool_.parallel_for(n, [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) rms_norm_row(row<float>(x, r), w, d, eps, row<float>(out, r));
+  });
+}
+
+void CpuBackend::add_rms_norm(const Tensor& residual, const Tensor& x, const Tensor& weight,
+                              float eps, const Tensor& out) {
+  check_host(residual, "add_rms_norm residual");
+  check_host(x, "add_rms_norm x");
+  check_host(out, "add_rms_norm out");
+  const int64_t n = x.dim(0), d = x.dim(1);
+  MS_CHECK(residual.dim(0) == n && residual.dim(1) == d && weight.numel() == d && out.dim(0) == n &&
+               out.dim(1) == d,
+           "add_rms_norm shapes ", residual.describe(), " ", x.describe(), " ", weight.describe(),
+           " ", out.describe());
+  const float* w = norm_weight(weight);
   pool_.parallel_for(n, [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) {
+      float* res = row<float>(residual, r);
       const float* xr = row<float>(x, r);
-      double ss = 0.0;
-      for (int64_t j = 0; j < d; ++j) ss += static_cast<double>(xr[j]) * xr[j];
-      const float inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(d) + eps));
-      float* o = row<float>(out, r);
-      for (int64_t j = 0; j < d; ++j) o[j] = xr[j] * inv * w[static_cast<size_t>(j)];
+      for (int64_t j = 0; j < d; ++j) res[j] += xr[j];
+      rms_norm_row(res, w, d, eps, row<float>(out, r));
     }
   });
+}
+
+std::vector<StatusOr<SampledToken>> CpuBackend::sample(const Tensor& logits,
+                                                       std::span<const SamplingRow> rows) {
+  check_host(logits, "sample logits");
+  MS_CHECK(logits.dtype() == DType::kF32 && logits.ndim() == 2 &&
+               logits.dim(0) == static_cast<int64_t>(rows.size()),
+           "sample: logits ", logits.describe(), " for ", rows.size(), " rows");
+  std::vector<StatusOr<SampledToken>> out(rows.size(), absl::UnknownError("not sampled"));
+  const size_t vocab = static_cast<size_t>(logits.dim(1));
+  pool_.parallel_for(static_cast<int64_t>(rows.size()), [&](int64_t b, int64_t e) {
+    std::vector<float> scratch;
+    for (int64_t r = b; r < e; ++r) {
+      out[static_cast<size_t>(r)] =
+          sample_row({row<float>(logits, r), vocab}, rows[static_cast<size_t>(r)], scratch);
+    }
+  });
+  return out;
+}
+
+const float* CpuBackend::norm_weight(const Tensor& weight) {
+  if (weight.dtype() == DType::kF32) return weight.data<float>();
+  // Widened once per call into a buffer that only grows.
+  norm_weight_.resize(static_cast<size_t>(weight.numel()));
+  cpu::decode_row(cpu::WeightView::of(weight.reshape({1, weight.numel()})), 0, weight.numel(),
+                  norm_weight_.data());
+  return norm_weight_.data();
 }
 
 void CpuBackend::add(const Tensor& a, const Tensor& b, const Tensor& out) {
@@ -152,36 +230,39 @@ void CpuBackend::rope(const Tensor& x, const Tensor& positions, const Tensor& co
     MS_CHECK(pos[t] >= 0 && pos[t] < max_pos, "rope position ", pos[t], " beyond table ", max_pos);
     const float* cs = table + pos[t] * half * 2;
     for (int64_t h = 0; h < n_heads; ++h) {
-      float* v = x.data<float>() + t * x.stride(0) + h * head_stride;
-      for (int64_t i = 0; i < half; ++i) {
-        const float c = cs[2 * i], s = cs[2 * i + 1];
-        const float a = v[2 * i], b = v[2 * i + 1];
-        v[2 * i] = a * c - b * s;
-        v[2 * i + 1] = a * s + b * c;
-      }
+      rotate_pairs(x.data<float>() + t * x.stride(0) + h * head_stride, cs, half);
     }
   }
 }
 
 void CpuBackend::kv_cache_write(const Tensor& kv, const Tensor& slot_mapping, const Tensor& cache) {
-  check_dtype(slot_mapping, DType::kI32, "slot_mapping");
-  MS_CHECK(cache.dtype() == DType::kF32 || cache.dtype() == DType::kBF16, "kv cache is ",
-           cache.describe(), ", expected F32 or BF16");
-  const int64_t n = kv.dim(0), width = kv.dim(1);
-  const int64_t block_size = cache.dim(1), n_slots = cache.dim(0) * block_size;
-  MS_CHECK(cache.dim(2) == width && cache.is_contiguous(), "kv_cache_write shapes ", kv.describe(),
-           " ", cache.describe());
+  check_cache(kv, slot_mapping, cache);
+  const int64_t n = kv.dim(0), width = kv.dim(1), n_slots = cache.dim(0) * cache.dim(1);
   const int32_t* slots = slot_mapping.data<int32_t>();
   for (int64_t t = 0; t < n; ++t) {
     MS_CHECK(slots[t] >= 0 && slots[t] < n_slots, "cache slot ", slots[t], " out of range");
-    const float* src = row<float>(kv, t);
-    if (cache.dtype() == DType::kF32) {
-      std::memcpy(cache.data<float>() + slots[t] * width, src,
-                  static_cast<size_t>(width) * sizeof(float));
-    } else {
-      uint16_t* dst = cache.data<uint16_t>() + slots[t] * width;
-      for (int64_t i = 0; i < width; ++i) dst[i] = f32_to_bf16(src[i]);
-    }
+    write_cache_row(row<float>(kv, t), width, cache, slots[t]);
+  }
+}
+
+void CpuBackend::rope_kv_write(const Tensor& kv, int64_t rope_begin, const Tensor& positions,
+                               const Tensor& cos_sin, const Tensor& slot_mapping,
+                               const Tensor& cache) {
+  check_cache(kv, slot_mapping, cache);
+  check_dtype(positions, DType::kI32, "rope positions");
+  const int64_t n = kv.dim(0), width = kv.dim(1), n_slots = cache.dim(0) * cache.dim(1);
+  const int64_t half = (width - rope_begin) / 2, max_pos = cos_sin.dim(0);
+  MS_CHECK((width - rope_begin) % 2 == 0 && cos_sin.dim(1) == half && cos_sin.dim(2) == 2,
+           "rope_kv_write shapes ", kv.describe(), " rope from ", rope_begin, " ",
+           cos_sin.describe());
+  const int32_t* pos = positions.data<int32_t>();
+  const int32_t* slots = slot_mapping.data<int32_t>();
+  for (int64_t t = 0; t < n; ++t) {
+    MS_CHECK(pos[t] >= 0 && pos[t] < max_pos, "rope position ", pos[t], " beyond table ", max_pos);
+    MS_CHECK(slots[t] >= 0 && slots[t] < n_slots, "cache slot ", slots[t], " out of range");
+    float* r = row<float>(kv, t);
+    rotate_pairs(r + rope_begin, cos_sin.data<float>() + pos[t] * half * 2, half);
+    write_cache_row(r, width, cache, slots[t]);
   }
 }
 

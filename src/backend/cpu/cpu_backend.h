@@ -1,6 +1,8 @@
 // The CPU backend: plain, multi-threaded reference implementations of every op.
 #pragma once
 
+#include <vector>
+
 #include "backend/backend.h"
 #include "common/thread_pool.h"
 
@@ -34,8 +36,25 @@ class CpuBackend final : public Backend {
   void moe_ffn(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_weights,
                const Tensor& w_gate_up, const Tensor& w_down, const Tensor& out) override;
 
+  // Fused here: one pass over each row.
+  void add_rms_norm(const Tensor& residual, const Tensor& x, const Tensor& weight, float eps,
+                    const Tensor& out) override;
+  void rope_kv_write(const Tensor& kv, int64_t rope_begin, const Tensor& positions,
+                     const Tensor& cos_sin, const Tensor& slot_mapping,
+                     const Tensor& cache) override;
+  void log_softmax_topk(const Tensor& logits, const Tensor& ids, const Tensor& logprobs) override {
+    host_log_softmax_topk(logits, ids, logprobs);
+  }
+  // In place on the logits (no copy), rows in parallel.
+  std::vector<StatusOr<SampledToken>> sample(const Tensor& logits,
+                                             std::span<const SamplingRow> rows) override;
+
  private:
+  // A norm weight as F32: the tensor itself, or widened into norm_weight_.
+  const float* norm_weight(const Tensor& weight);
+
   ThreadPool pool_;
+  std::vector<float> norm_weight_;
 };
 
 }  // namespace moeserve

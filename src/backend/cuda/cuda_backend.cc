@@ -318,9 +318,13 @@ bool CudaBackend::supports(Op op, DType dtype) const {
   switch (op) {
     case Op::kGatherRows:
       return dtype == DType::kF32 || dtype == DType::kBF16 || dtype == DType::kF16;
-    case Op::kRmsNorm: return dtype == DType::kF32 || dtype == DType::kBF16;
+    case Op::kRmsNorm:
+    case Op::kAddRmsNorm:  // the default composition of add and rms_norm
+      return dtype == DType::kF32 || dtype == DType::kBF16;
     case Op::kAdd:
-    case Op::kSiluMul: return dtype == DType::kF32;
+    case Op::kSiluMul:
+    case Op::kLogSoftmaxTopk:  // the default compositions, on a host copy of the logits
+    case Op::kSample: return dtype == DType::kF32;
     default: return false;
   }
 }

@@ -1,0 +1,212 @@
+#include "backend/sampling.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+
+#include "common/logging.h"
+#include "common/philox.h"
+#include "moeserve/sampling_params.h"
+
+namespace moeserve {
+namespace {
+
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+// top_p ranks this many tokens first, then twice as many at each step.
+constexpr size_t kFirstRankedBlock = 256;
+
+double log_sum_exp(std::span<const float> logits) {
+  const float mx = *std::max_element(logits.begin(), logits.end());
+  double sum = 0.0;
+  for (float l : logits) sum += std::exp(static_cast<double>(l) - mx);
+  return mx + std::log(sum);
+}
+
+Status check_raw(std::span<const float> raw) {
+  if (raw.empty()) return absl::InvalidArgumentError("logits row is empty");
+  for (size_t i = 0; i < raw.size(); ++i) {
+    if (!std::isfinite(raw[i])) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("model produced a non-finite logit ", raw[i], " for token ", i));
+    }
+  }
+  return absl::OkStatus();
+}
+
+Status check_ids(const SamplingRow& row, int64_t n_vocab) {
+  auto check = [&](int32_t id, const char* what) -> Status {
+    if (id < 0 || id >= n_vocab) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, " token id ", id, " is outside the vocabulary of ", n_vocab));
+    }
+    return absl::OkStatus();
+  };
+  for (const auto& [id, bias] : row.logit_bias) RETURN_IF_ERROR(check(id, "logit_bias"));
+  for (const PenaltyEntry& e : row.penalties) RETURN_IF_ERROR(check(e.token, "counted"));
+  for (int32_t id : row.masked) RETURN_IF_ERROR(check(id, "stop"));
+  return absl::OkStatus();
+}
+
+bool shapes(const SamplingRow& row) {
+  const bool penalties = row.presence_penalty != 0.0f || row.frequency_penalty != 0.0f ||
+                         row.repetition_penalty != 1.0f;
+  return !row.logit_bias.empty() || (penalties && !row.penalties.empty()) || !row.masked.empty();
+}
+
+// Bias, then penalties (vLLM's order: bias is a logits processor, penalties are the
+// sampler's), then the mask, which the penalties would leave −inf anyway.
+void shape(const SamplingRow& row, std::span<float> logits) {
+  for (const auto& [id, bias] : row.logit_bias) logits[static_cast<size_t>(id)] += bias;
+  for (const PenaltyEntry& e : row.penalties) {
+    float& l = logits[static_cast<size_t>(e.token)];
+    // Repetition: prompt and output. Dividing a positive / multiplying a non-positive logit
+    // moves it down for a penalty above 1, whatever its sign (vLLM's `logits > 0` split).
+    if (row.repetition_penalty != 1.0f) {
+      l = l > 0 ? l / row.repetition_penalty : l * row.repetition_penalty;
+    }
+    if (e.n_output > 0) {
+      l -= row.frequency_penalty * static_cast<float>(e.n_output);
+      l -= row.presence_penalty;
+    }
+  }
+  for (int32_t id : row.masked) logits[static_cast<size_t>(id)] = -kInf;
+}
+
+Status check_shaped(std::span<const float> l) {
+  bool any_unmasked = false;
+  for (size_t i = 0; i < l.size(); ++i) {
+    if (std::isnan(l[i]) || l[i] == kInf) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("logits processing produced ", l[i], " for token ", i));
+    }
+    any_unmasked |= l[i] != -kInf;
+  }
+  if (!any_unmasked) {
+    return absl::InvalidArgumentError("every token is masked (all logits are -inf)");
+  }
+  return absl::OkStatus();
+}
+
+int32_t argmax(std::span<const float> l) {
+  return static_cast<int32_t>(std::max_element(l.begin(), l.end()) - l.begin());
+}
+
+// temperature, top_k, top_p, min_p, then the inverse CDF at draw `counter`.
+int32_t draw(std::span<const float> l, const SamplingRow& row) {
+  // Candidates: unmasked ids. `by_rank` orders them most likely first, ties by lower id.
+  std::vector<int32_t> ids;
+  ids.reserve(l.size());
+  for (size_t i = 0; i < l.size(); ++i) {
+    if (l[i] != -kInf) ids.push_back(static_cast<int32_t>(i));
+  }
+  auto by_rank = [&](int32_t a, int32_t b) { return l[a] > l[b] || (l[a] == l[b] && a < b); };
+  const bool top_k_cuts = row.top_k > 0 && static_cast<size_t>(row.top_k) < ids.size();
+  if (top_k_cuts) {
+    std::nth_element(ids.begin(), ids.begin() + row.top_k, ids.end(), by_rank);
+    ids.resize(static_cast<size_t>(row.top_k));
+    std::sort(ids.begin(), ids.end(), by_rank);  // few: ranked, as top_p wants them
+  }
+  // Unnormalised probabilities at this temperature, relative to the best: w ∈ (0, 1].
+  double best = -std::numeric_limits<double>::infinity();
+  for (int32_t id : ids) best = std::max(best, static_cast<double>(l[id]));
+  auto weight = [&](int32_t id) { return std::exp((l[id] - best) / row.temperature); };
+  std::vector<double> w(ids.size());
+  double total = 0.0;
+  for (size_t i = 0; i < ids.size(); ++i) total += w[i] = weight(ids[i]);
+  // top_p over the top_k survivors: the shortest most-likely prefix whose mass reaches top_p.
+  // Ranking the whole vocabulary is the slow part, so rank blocks of doubling size only as
+  // far as the prefix reaches (each block is exactly what a full sort would put there).
+  if (row.top_p < 1.0f) {
+    const double target = row.top_p * total;
+    double mass = 0.0;
+    size_t n_ranked = top_k_cuts ? ids.size() : 0;
+    for (size_t i = 0; i < ids.size(); ++i) {
+      if (i == n_ranked) {
+        n_ranked = std::min(ids.size(), std::max<size_t>(kFirstRankedBlock, 2 * n_ranked));
+        const auto first = ids.begin() + static_cast<std::ptrdiff_t>(i);
+        const auto last = ids.begin() + static_cast<std::ptrdiff_t>(n_ranked);
+        std::nth_element(first, last, ids.end(), by_rank);
+        std::sort(first, last, by_rank);
+      }
+      mass += w[i] = weight(ids[i]);
+      if (mass >= target || i + 1 == ids.size()) {
+        ids.resize(i + 1);
+        w.resize(i + 1);
+        total = mass;
+        break;
+      }
+    }
+  }
+  // min_p: p ≥ min_p · p_max ⇔ w ≥ min_p, since w is p / p_max. The best token always stays.
+  if (row.min_p > 0.0f) {
+    size_t kept = 0;
+    total = 0.0;
+    for (size_t i = 0; i < ids.size(); ++i) {
+      if (w[i] >= row.min_p) {
+        ids[kept] = ids[i];
+        total += w[kept] = w[i];
+        ++kept;
+      }
+    }
+    ids.resize(kept);
+    w.resize(kept);
+  }
+  // Inverse CDF; the last candidate catches rounding at the top end.
+  const double target = philox_uniform01(row.seed, row.counter) * total;
+  double mass = 0.0;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    mass += w[i];
+    if (target < mass) return ids[i];
+  }
+  return ids.back();
+}
+
+}  // namespace
+
+void log_softmax_topk_row(std::span<const float> logits, std::span<int32_t> ids,
+                          std::span<float> logprobs) {
+  const size_t k = ids.size();
+  MS_CHECK(k == logprobs.size() && k <= logits.size(), "log_softmax_topk of ", k, " from ",
+           logits.size());
+  const double lse = log_sum_exp(logits);
+  std::vector<int32_t> order(logits.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(k), order.end(),
+                    [&](int32_t a, int32_t b) {
+                      return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+                    });
+  for (size_t i = 0; i < k; ++i) {
+    ids[i] = order[i];
+    logprobs[i] = static_cast<float>(logits[static_cast<size_t>(order[i])] - lse);
+  }
+}
+
+StatusOr<SampledToken> sample_row(std::span<const float> raw, const SamplingRow& row,
+                                  std::vector<float>& scratch) {
+  RETURN_IF_ERROR(check_raw(raw));
+  RETURN_IF_ERROR(check_ids(row, static_cast<int64_t>(raw.size())));
+  std::span<const float> l = raw;
+  if (shapes(row)) {
+    scratch.assign(raw.begin(), raw.end());
+    shape(row, scratch);
+    RETURN_IF_ERROR(check_shaped(scratch));
+    l = scratch;
+  }
+  SampledToken out;
+  out.token = row.temperature <= kGreedyTemperature ? argmax(l) : draw(l, row);
+  // Log-probabilities come from the raw row (see SampledToken::logprob).
+  const double lse = log_sum_exp(raw);
+  out.logprob = static_cast<float>(raw[static_cast<size_t>(out.token)] - lse);
+  if (row.n_top_logprobs > 0) {
+    const size_t k = std::min(static_cast<size_t>(row.n_top_logprobs), raw.size());
+    std::vector<int32_t> ids(k);
+    std::vector<float> lps(k);
+    log_softmax_topk_row(raw, ids, lps);
+    for (size_t i = 0; i < k; ++i) out.top_logprobs.push_back({ids[i], lps[i]});
+  }
+  return out;
+}
+
+}  // namespace moeserve
