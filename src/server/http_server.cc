@@ -686,6 +686,8 @@ class Responder final : public HttpResponder {
     fn();
   }
 
+  void post(std::function<void()> fn) override { net::post(session_->executor(), std::move(fn)); }
+
   // For the server: answer after a handler threw, if it had not answered yet.
   void fail(const std::string& message) {
     std::lock_guard<std::mutex> lock(ex_->mu);

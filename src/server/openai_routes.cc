@@ -1,6 +1,7 @@
 #include "server/openai_routes.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <mutex>
 #include <string>
@@ -70,12 +71,16 @@ struct CallSetup {
   Clock::time_point start;
 };
 
-// One generation request in flight: one engine request per prompt, n choices each. Listeners
-// on the engine thread call drain(); the mutex orders it against the I/O thread's first
-// drain() and the disconnect callback. Engine::abort is called outside the mutex.
+// One generation request in flight: one engine request per prompt, n choices each. The
+// streams' listeners run on the engine thread and only schedule a drain() on the connection's
+// executor (HttpResponder::post), at most one pending at a time; drain() polls the events and
+// formats and writes the output there. The mutex orders drains against start() and the
+// disconnect callback, which may run elsewhere. Engine::abort is called outside the mutex.
 //
 // Ownership: each stream's listener holds the call, and the call holds its streams until it
-// finishes, then lets them go, so the call lives until the engine drops the last stream.
+// finishes, then lets them go, so the call lives until it finishes and the engine drops the
+// last stream. A posted drain holds the call weakly: an unfinished call is kept alive by its
+// streams, and a finished one has nothing left to drain.
 class GenerationCall : public std::enable_shared_from_this<GenerationCall> {
  public:
   GenerationCall(Engine& engine, Reply reply, CallSetup setup)
@@ -106,7 +111,7 @@ class GenerationCall : public std::enable_shared_from_this<GenerationCall> {
     auto self = shared_from_this();
     // A listener may run (and finish the call, releasing streams_) before the loop ends.
     const std::vector<std::shared_ptr<TokenStream>> streams = streams_;
-    for (const auto& s : streams) s->set_listener([self] { self->drain(); });
+    for (const auto& s : streams) s->set_listener([self] { self->schedule_drain(); });
     std::weak_ptr<GenerationCall> weak = self;
     reply_.responder->on_close([weak] {
       if (auto call = weak.lock()) call->on_disconnect();
@@ -121,7 +126,20 @@ class GenerationCall : public std::enable_shared_from_this<GenerationCall> {
     int64_t text_offset = 0;  // legacy logprobs' running text_offset
   };
 
+  // On the engine thread: cheap and non-blocking. One pending drain covers every event pushed
+  // before it runs, so later listeners need not post another.
+  void schedule_drain() {
+    if (drain_pending_.exchange(true)) return;
+    reply_.responder->post([weak = weak_from_this()] {
+      if (auto call = weak.lock()) call->drain();
+    });
+  }
+
   void drain() {
+    // Cleared before polling, so an event pushed from here on posts the next drain. An
+    // exchange, not a store: it synchronises with the listener that set the flag, whose
+    // stream's events the poll below then sees.
+    drain_pending_.exchange(false);
     std::vector<int64_t> to_abort;
     std::vector<std::shared_ptr<TokenStream>> released;
     Status why;
@@ -328,6 +346,7 @@ class GenerationCall : public std::enable_shared_from_this<GenerationCall> {
   std::optional<Clock::time_point> first_token_;
   bool finished_ = false;  // answered (or the client left): later events are dropped
   Status abort_why_ = absl::CancelledError("request finished");
+  std::atomic<bool> drain_pending_{false};  // a drain is posted and has not started
 };
 
 // The request's log line when it never reached the engine.
