@@ -1,3 +1,5 @@
+// Responder: the handler's HttpResponder, posting its calls onto the connection's strand
+// (see http_responder.h).
 #include "server/http_responder.h"
 
 #include <mutex>

@@ -1,3 +1,5 @@
+// Session: one HTTP connection: reading requests, the disconnect watch and the write queue
+// (see http_session.h).
 #include "server/http_session.h"
 
 #include <algorithm>
