@@ -62,6 +62,11 @@ class HttpResponder {
   // Called once, on an I/O thread, when the client disconnects before end()/send() completed.
   // If the connection is already closed, `fn` runs at once on the calling thread.
   virtual void on_close(std::function<void()> fn) = 0;
+  // Runs `fn` later on the connection's executor (where its I/O and on_close run, one at a
+  // time), never inline: producers on other threads (the engine's) hand their formatting and
+  // writes over with it. Once the server's I/O threads have stopped, `fn` is dropped
+  // without running, so it should not own what it would finish (the responder included).
+  virtual void post(std::function<void()> fn) = 0;
 };
 
 using HttpHandler = std::function<void(HttpRequest, std::shared_ptr<HttpResponder>)>;

@@ -1,16 +1,17 @@
+// The OpenAI routes: dispatch by path and method, the simple routes, and the parsing and
+// checking of a generation request before server/generation_call.h takes it over.
 #include "server/openai_routes.h"
 
 #include <algorithm>
 #include <chrono>
-#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "common/logging.h"
 #include "common/metrics.h"
+#include "server/generation_call.h"
 #include "server/openai_protocol.h"
 #include "server/openai_responses.h"
 #include "tokenizer/tokenizer.h"
@@ -19,316 +20,9 @@ namespace moeserve {
 namespace {
 
 using nlohmann::json;
-using Headers = std::vector<std::pair<std::string, std::string>>;
-
-constexpr const char* kJson = "application/json";
-
-double ms_since(Clock::time_point start, Clock::time_point end) {
-  return std::chrono::duration<double, std::milli>(end - start).count();
-}
-
-// Answers one request on one route, counting it in moeserve:http_requests{route,status}.
-struct Reply {
-  MetricsRegistry* metrics;
-  std::string route;
-  std::shared_ptr<HttpResponder> responder;
-
-  void count(int status) const {
-    metrics
-        ->counter("moeserve:http_requests", "HTTP requests answered, by route and status",
-                  {{"route", route}, {"status", absl::StrCat(status)}})
-        .inc();
-  }
-  void send(int status, const json& body, Headers headers = {}) const {
-    count(status);
-    responder->send(status, kJson, to_json_text(body), std::move(headers));
-  }
-  // 429 and 503 tell the client when to retry.
-  void error(const ApiError& e) const {
-    Headers headers;
-    if (e.http_status == 429 || e.http_status == 503) headers.emplace_back("Retry-After", "1");
-    send(e.http_status, error_body(e), std::move(headers));
-  }
-};
-
-enum class ApiKind { kCompletion, kChat };
-
-// Everything a generation request needs after it was parsed and tokenized.
-struct CallSetup {
-  ApiKind kind = ApiKind::kCompletion;
-  ResponseMeta meta;
-  bool stream = false;
-  bool logprobs = false;
-  int n = 1;
-  std::vector<int32_t> stop_token_ids;  // the request's own, to tell them from EOS
-  std::vector<int32_t> eos_ids;
-  int n_prompt_tokens = 0;
-  size_t max_pending_bytes = 0;
-  Counter* client_disconnects = nullptr;
-  Counter* slow_client_aborts = nullptr;
-  TokenTextFn token_text;
-  Clock::time_point start;
-};
-
-// One generation request in flight: one engine request per prompt, n choices each. Listeners
-// on the engine thread call drain(); the mutex orders it against the I/O thread's first
-// drain() and the disconnect callback. Engine::abort is called outside the mutex.
-//
-// Ownership: each stream's listener holds the call, and the call holds its streams until it
-// finishes, then lets them go, so the call lives until the engine drops the last stream.
-class GenerationCall : public std::enable_shared_from_this<GenerationCall> {
- public:
-  GenerationCall(Engine& engine, Reply reply, CallSetup setup)
-      : engine_(engine), reply_(std::move(reply)), setup_(std::move(setup)) {}
-
-  // Submits one engine request per prompt. If one is refused, those already submitted are
-  // aborted and the refusal is the answer.
-  void start(std::vector<GenerateRequest> requests) {
-    n_prompts_ = static_cast<int>(requests.size());
-    for (GenerateRequest& request : requests) {
-      auto stream = engine_.submit(std::move(request));
-      if (!stream.ok()) {
-        for (const auto& s : streams_) {
-          engine_.abort(s->id(), absl::CancelledError("a sibling prompt was refused"));
-        }
-        streams_.clear();
-        const Status& status = stream.status();
-        const ApiError e = from_status(status);
-        reply_.error(e);
-        log(e.http_status, absl::StrCat("refused: ", status.message()));
-        return;
-      }
-      streams_.push_back(*std::move(stream));
-    }
-    choices_.resize(static_cast<size_t>(n_prompts_) * setup_.n);
-    stream_done_.assign(streams_.size(), false);
-    if (setup_.stream) reply_.responder->start_stream("text/event-stream");
-    auto self = shared_from_this();
-    // A listener may run (and finish the call, releasing streams_) before the loop ends.
-    const std::vector<std::shared_ptr<TokenStream>> streams = streams_;
-    for (const auto& s : streams) s->set_listener([self] { self->drain(); });
-    std::weak_ptr<GenerationCall> weak = self;
-    reply_.responder->on_close([weak] {
-      if (auto call = weak.lock()) call->on_disconnect();
-    });
-    drain();  // events that came before the listeners were set
-  }
-
- private:
-  struct Choice {
-    ChoiceOutput out;  // accumulated (non-streaming) or last finish (streaming)
-    bool role_sent = false;
-    int64_t text_offset = 0;  // legacy logprobs' running text_offset
-  };
-
-  void drain() {
-    std::vector<int64_t> to_abort;
-    std::vector<std::shared_ptr<TokenStream>> released;
-    Status why;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (finished_) return;
-      bool all_done = true;
-      for (size_t k = 0; k < streams_.size() && !finished_; ++k) {
-        if (stream_done_[k]) continue;
-        for (TokenEvent& event : streams_[k]->poll()) {
-          on_event(static_cast<int>(k), event);
-          if (finished_) break;
-        }
-        stream_done_[k] = streams_[k]->done();
-        all_done = all_done && stream_done_[k];
-      }
-      if (!finished_ && all_done) finish_ok();
-      if (!finished_) return;
-      for (size_t k = 0; k < streams_.size(); ++k) {
-        if (!stream_done_[k]) to_abort.push_back(streams_[k]->id());
-      }
-      released.swap(streams_);
-      why = abort_why_;
-    }
-    for (int64_t id : to_abort) engine_.abort(id, why);
-  }
-
-  void on_disconnect() {
-    std::vector<int64_t> to_abort;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (finished_) return;
-      finished_ = true;
-      setup_.client_disconnects->inc();
-      for (size_t k = 0; k < streams_.size(); ++k) {
-        if (!stream_done_[k]) to_abort.push_back(streams_[k]->id());
-      }
-      streams_.clear();
-      reply_.count(499);  // nginx's "client closed request", for the metric only
-      log(499, "client disconnected");
-    }
-    for (int64_t id : to_abort) engine_.abort(id, absl::CancelledError("client disconnected"));
-  }
-
-  // Under mu_. One event of prompt k's engine request.
-  void on_event(int k, const TokenEvent& event) {
-    const int index = k * setup_.n + event.index;
-    if (index < 0 || index >= static_cast<int>(choices_.size())) return;  // not ours
-    Choice& c = choices_[index];
-    if (!first_token_.has_value() && !event.token_ids.empty()) first_token_ = Clock::now();
-    if (event.usage.has_value()) {
-      usage_.prompt_tokens += event.usage->prompt_tokens;
-      usage_.completion_tokens += event.usage->completion_tokens;
-      usage_.cached_tokens += event.usage->cached_tokens;
-    }
-    const bool failed = event.finish == FinishReason::kError ||
-                        (event.finish == FinishReason::kAbort && !event.error.ok());
-    if (!setup_.stream) {
-      c.out.text += event.text;
-      c.out.reasoning += event.reasoning_text;
-      c.out.logprobs.insert(c.out.logprobs.end(), event.logprobs.begin(), event.logprobs.end());
-      if (event.finish.has_value()) {
-        c.out.finish = event.finish;
-        c.out.stop_string = event.stop_string;
-        c.out.stop_token = reported_stop_token(event);
-      }
-      // A non-streaming answer is whole or an error: a failed or timed-out sequence fails it.
-      if (failed) finish_error(event);
-      return;
-    }
-
-    const bool chat = setup_.kind == ApiKind::kChat;
-    if (chat && !c.role_sent) {
-      write(sse_event(chat_role_chunk(setup_.meta, index)));
-      c.role_sent = true;
-    }
-    if (!event.text.empty() || !event.reasoning_text.empty() || !event.logprobs.empty()) {
-      json logprobs = nullptr;
-      if (setup_.logprobs) {
-        logprobs =
-            chat ? chat_logprobs_json(event.logprobs, setup_.token_text)
-                 : completion_logprobs_json(event.logprobs, setup_.token_text, &c.text_offset);
-      }
-      write(sse_event(
-          chat ? chat_delta_chunk(setup_.meta, index, event.text, event.reasoning_text,
-                                  std::move(logprobs))
-               : completion_text_chunk(setup_.meta, index, event.text, std::move(logprobs))));
-    }
-    if (finished_) return;
-    if (event.finish.has_value()) {
-      c.out.finish = event.finish;
-      if (event.finish == FinishReason::kError) {
-        finish_error(event);
-        return;
-      }
-      json stop_reason = stop_reason_json(event.stop_string, reported_stop_token(event));
-      write(sse_event(
-          chat ? chat_finish_chunk(setup_.meta, index, *event.finish, std::move(stop_reason))
-               : completion_finish_chunk(setup_.meta, index, *event.finish,
-                                         std::move(stop_reason))));
-    }
-    if (!finished_ && reply_.responder->pending_bytes() > setup_.max_pending_bytes) {
-      setup_.slow_client_aborts->inc();
-      finished_ = true;
-      abort_why_ = absl::CancelledError("the client read the stream too slowly");
-      reply_.responder->end();
-      reply_.count(200);
-      log(200, "slow client: stream cut off");
-    }
-  }
-
-  // vLLM reports a stop token only when the request named it, not for EOS.
-  std::optional<int32_t> reported_stop_token(const TokenEvent& event) const {
-    if (!event.stop_token.has_value()) return std::nullopt;
-    const auto& own = setup_.stop_token_ids;
-    const bool requested = std::find(own.begin(), own.end(), *event.stop_token) != own.end();
-    const bool eos = std::find(setup_.eos_ids.begin(), setup_.eos_ids.end(), *event.stop_token) !=
-                     setup_.eos_ids.end();
-    if (eos && !requested) return std::nullopt;
-    return event.stop_token;
-  }
-
-  // Under mu_. Writes nothing once finished (a failed write finishes the call).
-  void write(std::string data) {
-    if (finished_) return;
-    if (!reply_.responder->write(std::move(data))) {
-      // The client is gone; on_close aborts unless we get there first.
-      finished_ = true;
-      setup_.client_disconnects->inc();
-      abort_why_ = absl::CancelledError("client disconnected");
-      reply_.count(499);
-      log(499, "client disconnected");
-    }
-  }
-
-  // Under mu_: every sequence is done.
-  void finish_ok() {
-    finished_ = true;
-    if (setup_.stream) {
-      if (setup_.meta.include_usage) {
-        const char* object =
-            setup_.kind == ApiKind::kChat ? "chat.completion.chunk" : "text_completion";
-        reply_.responder->write(sse_event(usage_chunk(setup_.meta, object, usage_)));
-      }
-      reply_.responder->write(std::string(kSseDone));
-      reply_.responder->end();
-      reply_.count(200);
-    } else {
-      std::vector<ChoiceOutput> outputs;
-      outputs.reserve(choices_.size());
-      for (Choice& c : choices_) outputs.push_back(std::move(c.out));
-      reply_.send(
-          200, setup_.kind == ApiKind::kChat
-                   ? chat_response(setup_.meta, outputs, usage_, setup_.logprobs, setup_.token_text)
-                   : completion_response(setup_.meta, outputs, usage_, setup_.logprobs,
-                                         setup_.token_text));
-      for (size_t i = 0; i < outputs.size(); ++i) choices_[i].out.finish = outputs[i].finish;
-    }
-    log(200, "");
-  }
-
-  // Under mu_: a sequence failed. Streaming: an error event, then [DONE]; else the HTTP error.
-  void finish_error(const TokenEvent& event) {
-    finished_ = true;
-    abort_why_ = absl::CancelledError("another sequence of the request failed");
-    ApiError e = event.error.ok() ? api_error(500, "generation failed") : from_status(event.error);
-    if (event.finish == FinishReason::kError && e.http_status < 500) e = api_error(500, e.message);
-    if (setup_.stream) {
-      reply_.responder->write(sse_event(error_body(e)));
-      reply_.responder->write(std::string(kSseDone));
-      reply_.responder->end();
-      reply_.count(200);
-    } else {
-      reply_.error(e);
-    }
-    log(e.http_status, e.message);
-  }
-
-  void log(int status, const std::string& note) const {
-    const Clock::time_point now = Clock::now();
-    std::vector<std::string> reasons;
-    for (const Choice& c : choices_) {
-      reasons.push_back(c.out.finish.has_value() ? finish_reason_name(*c.out.finish) : "-");
-    }
-    MS_LOG_INFO(
-        "{} {} status={} prompt_tokens={} completion_tokens={} ttft_ms={} total_ms={:.1f} "
-        "finish={}{}{}",
-        setup_.meta.id, reply_.route, status, setup_.n_prompt_tokens, usage_.completion_tokens,
-        first_token_.has_value() ? fmt::format("{:.1f}", ms_since(setup_.start, *first_token_))
-                                 : std::string("-"),
-        ms_since(setup_.start, now), absl::StrJoin(reasons, ","), note.empty() ? "" : " ", note);
-  }
-
-  Engine& engine_;
-  const Reply reply_;
-  CallSetup setup_;
-  int n_prompts_ = 0;
-
-  std::mutex mu_;
-  std::vector<std::shared_ptr<TokenStream>> streams_;  // [n_prompts]; released when finished
-  std::vector<bool> stream_done_;                      // [n_prompts]
-  std::vector<Choice> choices_;                        // [n_prompts * n]
-  Usage usage_;
-  std::optional<Clock::time_point> first_token_;
-  bool finished_ = false;  // answered (or the client left): later events are dropped
-  Status abort_why_ = absl::CancelledError("request finished");
-};
+using openai::ApiKind;
+using openai::CallSetup;
+using openai::Reply;
 
 // The request's log line when it never reached the engine.
 void log_refused(const std::string& id, const std::string& route, const ApiError& e) {
@@ -528,8 +222,7 @@ void OpenAiRoutes::generate(const HttpRequest& request, std::shared_ptr<HttpResp
   setup.client_disconnects = &client_disconnects_;
   setup.slow_client_aborts = &slow_client_aborts_;
   setup.token_text = token_text_fn(prompts_.tokenizer());
-  auto call = std::make_shared<GenerationCall>(engine_, reply, std::move(setup));
-  call->start(std::move(requests));
+  openai::start_generation(engine_, reply, std::move(setup), std::move(requests));
 }
 
 void OpenAiRoutes::tokenize(const HttpRequest& request, std::shared_ptr<HttpResponder> responder) {

@@ -7,9 +7,10 @@
 // The wire format is server/openai_protocol.h; docs/api.md describes the API.
 //
 // handle() runs on an I/O thread: it parses, tokenizes, submits and returns without waiting.
-// Generation output arrives through TokenStream listeners on the engine thread, which format
-// chunks (streaming) or, once every sequence is done, the whole response, and hand them to the
-// HttpResponder; nothing there blocks. A client that disconnects, or reads so slowly that
+// Generation output arrives through TokenStream listeners on the engine thread, which only
+// post a drain onto the connection (HttpResponder::post); there the events are polled and
+// formatted into chunks (streaming) or, once every sequence is done, the whole response, so
+// the engine thread never builds JSON. A client that disconnects, or reads so slowly that
 // more than max_stream_pending_bytes pile up, gets its request aborted in the engine.
 #pragma once
 
@@ -33,7 +34,7 @@ struct OpenAiRoutesOptions {
 class OpenAiRoutes {
  public:
   // `engine` and `prompts` must outlive every request handled (they are used from the
-  // engine thread until each request's stream ends).
+  // connections' executors until each request's stream ends).
   OpenAiRoutes(Engine& engine, const PromptBuilder& prompts, OpenAiRoutesOptions options);
 
   // Usable as an HttpHandler.

@@ -622,6 +622,37 @@ struct Held {
   }
 };
 
+// post() hands work to the connection: it runs later, on an I/O thread, and may answer.
+TEST(HttpServerTest, PostedWorkRunsOnTheConnection) {
+  Held held;
+  auto server = start(test_options(), [&](HttpRequest, std::shared_ptr<HttpResponder> responder) {
+    responder->start_stream("text/event-stream");
+    held.set(responder);
+  });
+  ASSERT_NE(server, nullptr);
+  Client client(server->port());
+  ASSERT_TRUE(client.send(get("/stream")));
+  auto responder = held.wait_responder();
+  ASSERT_NE(responder, nullptr);
+  std::mutex mu;
+  std::optional<std::thread::id> ran_on;
+  HttpResponder* r = responder.get();  // the posted work must not own the responder
+  responder->post([&mu, &ran_on, r] {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      ran_on = std::this_thread::get_id();
+    }
+    EXPECT_TRUE(r->write("data: posted\n\n"));
+    r->end();
+  });
+  auto response = client.read_response();
+  ASSERT_TRUE(response.has_value());
+  EXPECT_EQ(response->chunks, std::vector<std::string>{"data: posted\n\n"});
+  std::lock_guard<std::mutex> lock(mu);
+  ASSERT_TRUE(ran_on.has_value());
+  EXPECT_NE(*ran_on, std::this_thread::get_id());
+}
+
 TEST(HttpServerTest, ClientDisconnectMidStreamFiresOnCloseOnce) {
   Held held;
   auto server = start(test_options(), [&](HttpRequest, std::shared_ptr<HttpResponder> responder) {
@@ -843,6 +874,8 @@ TEST(HttpServerTest, DestructionWithOpenConnectionsDoesNotHang) {
   EXPECT_FALSE(responder->write("data: y\n\n"));
   responder->end();
   EXPECT_TRUE(held.wait_on_close(1s));
+  // With the I/O threads gone, posted work is dropped, never run here.
+  responder->post([] { ADD_FAILURE() << "posted work ran after shutdown"; });
 }
 
 TEST(HttpServerTest, IdleConnectionsAreClosed) {

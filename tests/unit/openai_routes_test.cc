@@ -7,10 +7,12 @@
 
 #include <atomic>
 #include <chrono>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -109,13 +111,15 @@ class FakeEngine : public Engine {
   int64_t next_id_ = 100;
 };
 
-// Records what the route answers.
+// Records what the route answers, and on which threads. Work handed over with post() waits
+// until the test runs it (run_posted()), as the connection's executor would.
 class FakeResponder : public HttpResponder {
  public:
   using Headers = std::vector<std::pair<std::string, std::string>>;
 
   void send(int s, std::string type, std::string b, Headers headers) override {
     std::lock_guard<std::mutex> lock(mu_);
+    output_threads.insert(std::this_thread::get_id());
     ++n_answers;
     status = s;
     content_type = std::move(type);
@@ -124,6 +128,7 @@ class FakeResponder : public HttpResponder {
   }
   void start_stream(std::string type) override {
     std::lock_guard<std::mutex> lock(mu_);
+    output_threads.insert(std::this_thread::get_id());
     ++n_answers;
     status = 200;
     streaming = true;
@@ -131,6 +136,7 @@ class FakeResponder : public HttpResponder {
   }
   bool write(std::string data) override {
     std::lock_guard<std::mutex> lock(mu_);
+    output_threads.insert(std::this_thread::get_id());
     if (closed_) return false;
     if (ended) chunks_after_end.push_back(data);
     pending += slow ? data.size() : 0;
@@ -139,6 +145,7 @@ class FakeResponder : public HttpResponder {
   }
   void end() override {
     std::lock_guard<std::mutex> lock(mu_);
+    output_threads.insert(std::this_thread::get_id());
     ended = true;
   }
   size_t pending_bytes() const override { return pending; }
@@ -147,6 +154,26 @@ class FakeResponder : public HttpResponder {
     if (closed_) return fn();
     std::lock_guard<std::mutex> lock(mu_);
     close_fn_ = std::move(fn);
+  }
+  void post(std::function<void()> fn) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    posted_.push_back(std::move(fn));
+    ++n_posted;
+  }
+  // Runs the posted work on this thread, including what it posts; returns how much ran.
+  int run_posted() {
+    int n = 0;
+    for (;;) {
+      std::function<void()> fn;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (posted_.empty()) return n;
+        fn = std::move(posted_.front());
+        posted_.pop_front();
+      }
+      fn();
+      ++n;
+    }
   }
   // The client goes away.
   void disconnect() {
@@ -192,11 +219,14 @@ class FakeResponder : public HttpResponder {
   size_t pending = 0;
   std::vector<std::string> chunks;
   std::vector<std::string> chunks_after_end;
+  std::set<std::thread::id> output_threads;  // where send/start_stream/write/end were called
+  int n_posted = 0;
 
  private:
   mutable std::mutex mu_;
   std::atomic<bool> closed_{false};
   std::function<void()> close_fn_;
+  std::deque<std::function<void()>> posted_;
 };
 
 TokenEvent text_event(int index, std::string text, std::vector<int32_t> ids) {
@@ -250,18 +280,28 @@ class OpenAiRoutesTest : public ::testing::Test {
     for (const auto& stream : engine_->streams) {
       stream->push(finish_event(0, FinishReason::kAbort, Usage{}));
     }
+    run_posted();
   }
 
   std::shared_ptr<FakeResponder> call(const std::string& method, const std::string& path,
                                       const std::string& body = "") {
-    auto responder = std::make_shared<FakeResponder>();
     HttpRequest request;
     request.method = method;
     request.path = path;
     request.target = path;
     request.body = body;
+    return handle(std::move(request));
+  }
+  std::shared_ptr<FakeResponder> handle(HttpRequest request,
+                                        std::shared_ptr<FakeResponder> responder = nullptr) {
+    if (responder == nullptr) responder = std::make_shared<FakeResponder>();
+    responders_.push_back(responder);
     routes_->handle(std::move(request), responder);
     return responder;
+  }
+  // What the connections' executors would run next: the drains the engine's events posted.
+  void run_posted() {
+    for (const auto& r : responders_) r->run_posted();
   }
   std::shared_ptr<FakeResponder> post(const std::string& path, const json& body) {
     return call("POST", path, body.dump());
@@ -278,6 +318,7 @@ class OpenAiRoutesTest : public ::testing::Test {
   static PromptBuilder* prompts_;
   std::unique_ptr<FakeEngine> engine_;
   std::unique_ptr<OpenAiRoutes> routes_;
+  std::vector<std::shared_ptr<FakeResponder>> responders_;
 };
 fs::path* OpenAiRoutesTest::dir_ = nullptr;
 Tokenizer* OpenAiRoutesTest::tokenizer_ = nullptr;
@@ -553,8 +594,11 @@ TEST_F(OpenAiRoutesTest, EventsFromTheEngineThreadReachTheClient) {
     stream->push(finish_event(0, FinishReason::kLength, Usage{1, 1, 0}));
   });
   engine_thread.join();
+  EXPECT_FALSE(r->answered());    // the engine thread only handed the work over
+  EXPECT_EQ(r->run_posted(), 1);  // one drain for both events
   ASSERT_TRUE(r->answered());
   EXPECT_EQ(json::parse(r->body)["choices"][0]["text"], "late");
+  EXPECT_EQ(r->output_threads, std::set<std::thread::id>{std::this_thread::get_id()});
 }
 
 TEST_F(OpenAiRoutesTest, NonStreamingErrorsAreHttpErrors) {
@@ -664,6 +708,7 @@ TEST_F(OpenAiRoutesTest, StreamInterleavesTheNChoices) {
   EXPECT_FALSE(r->ended);
   TokenEvent last = finish_event(1, FinishReason::kLength, Usage{2, 3, 0});
   engine_->stream(0)->push(last);
+  r->run_posted();
   ASSERT_TRUE(r->ended);
   // (index, delta or finish reason) per event.
   std::vector<std::pair<int, json>> got;
@@ -684,6 +729,51 @@ TEST_F(OpenAiRoutesTest, StreamInterleavesTheNChoices) {
   };
   EXPECT_EQ(got, want);
   EXPECT_EQ(events.back(), "[DONE]");
+}
+
+// While the engine thread pushes, its listener only hands work over: every event is polled,
+// formatted and written on the connection's executor (the test thread here), in push order,
+// and the stream completes.
+TEST_F(OpenAiRoutesTest, StreamIsFormattedOnTheConnectionNotOnTheEngineThread) {
+  json body = kChatBody;
+  body["stream"] = true;
+  body["n"] = 2;
+  auto r = post("/v1/chat/completions", body);
+  auto stream = engine_->stream(0);
+  ASSERT_NE(stream, nullptr);
+  constexpr int kTokens = 200;
+  std::thread engine_thread([&] {
+    for (int i = 0; i < kTokens; ++i) stream->push(text_event(i % 2, std::to_string(i), {1}));
+    stream->push(finish_event(0, FinishReason::kStop));
+    stream->push(finish_event(1, FinishReason::kLength, Usage{1, kTokens, 0}));
+  });
+  const Clock::time_point deadline = Clock::now() + std::chrono::seconds(10);
+  while (!r->answered() && Clock::now() < deadline) {
+    if (r->run_posted() == 0) std::this_thread::yield();
+  }
+  engine_thread.join();
+  ASSERT_TRUE(r->answered());
+  EXPECT_EQ(r->output_threads, std::set<std::thread::id>{std::this_thread::get_id()});
+
+  const std::vector<json> events = r->events();
+  ASSERT_EQ(events.size(), 2u + kTokens + 2u + 1u);  // roles, deltas, finishes, [DONE]
+  std::vector<std::string> deltas;
+  std::vector<std::pair<int, std::string>> finishes;
+  for (size_t i = 0; i + 1 < events.size(); ++i) {
+    const json& c = events[i]["choices"][0];
+    if (!c["finish_reason"].is_null()) {
+      finishes.emplace_back(c["index"].get<int>(), c["finish_reason"].get<std::string>());
+    } else if (!c["delta"].contains("role")) {
+      const std::string text = c["delta"]["content"];
+      EXPECT_EQ(c["index"], std::stoi(text) % 2) << text;
+      deltas.push_back(text);
+    }
+  }
+  ASSERT_EQ(deltas.size(), static_cast<size_t>(kTokens));
+  for (int i = 0; i < kTokens; ++i) EXPECT_EQ(deltas[i], std::to_string(i));
+  EXPECT_EQ(finishes, (std::vector<std::pair<int, std::string>>{{0, "stop"}, {1, "length"}}));
+  EXPECT_EQ(events.back(), "[DONE]");
+  EXPECT_TRUE(r->chunks_after_end.empty());
 }
 
 TEST_F(OpenAiRoutesTest, StreamLogprobs) {
@@ -710,6 +800,7 @@ TEST_F(OpenAiRoutesTest, ErrorAfterTheStreamStartedIsAnErrorEvent) {
   TokenEvent failed = finish_event(0, FinishReason::kError, Usage{1, 1, 0});
   failed.error = absl::InternalError("the model failed");
   engine_->stream(0)->push(failed);
+  r->run_posted();
   const std::vector<json> events = r->events();
   ASSERT_EQ(events.size(), 4u);
   EXPECT_EQ(events[1]["choices"][0]["delta"]["content"], "x");
@@ -750,6 +841,7 @@ TEST_F(OpenAiRoutesTest, DisconnectAbortsEveryStream) {
   // Events the engine made before it saw the abort write nothing.
   engine_->streams[0]->push(text_event(0, "b", {2}));
   engine_->streams[1]->push(finish_event(0, FinishReason::kAbort, Usage{}));
+  r->run_posted();
   EXPECT_EQ(r->chunks.size(), n_chunks);
   EXPECT_FALSE(r->ended);
   r->disconnect();
@@ -782,10 +874,11 @@ TEST_F(OpenAiRoutesTest, SlowReaderIsCutOff) {
   request.method = "POST";
   request.path = "/v1/completions";
   request.body = json{{"model", "tiny"}, {"prompt", "x"}, {"stream", true}}.dump();
-  routes_->handle(std::move(request), responder);
+  handle(std::move(request), responder);
   auto stream = engine_->stream(0);
   for (int i = 0; i < 100 && !responder->ended; ++i) {
     stream->push(text_event(0, std::string(100, 'z'), {1}));
+    responder->run_posted();
   }
   EXPECT_TRUE(responder->ended);
   EXPECT_GT(responder->pending, 1000u);
