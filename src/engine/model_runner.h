@@ -4,11 +4,10 @@
 #pragma once
 
 #include <cstdint>
-#include <map>
 #include <span>
 #include <vector>
 
-#include "engine/block_allocator.h"
+#include "engine/block_manager.h"
 #include "model/deepseek_v2.h"
 
 namespace moeserve {
@@ -34,17 +33,16 @@ struct RunSeq {
 StatusOr<Tensor> run_step(DeepseekV2Model& model, const KvCache& cache,
                           std::span<const RunSeq> seqs);
 
-// Owns its sequences' blocks (a plain free list, no prefix cache): for the CLI, golden tests
-// and benchmarks that drive the model without the scheduler.
+// Runs sequences without the scheduler (golden tests, benchmarks): their blocks come from a
+// BlockManager of its own with the prefix cache off, so sequences share nothing.
 class ModelRunner {
  public:
-  ModelRunner(DeepseekV2Model& model, int n_blocks, int block_size,
-              DType kv_dtype = DType::kF32);
+  ModelRunner(DeepseekV2Model& model, int n_blocks, int block_size, DType kv_dtype = DType::kF32);
 
   int create_sequence();
   void release_sequence(int seq_id);  // returns its blocks
   int64_t n_cached(int seq_id) const;
-  int n_free_blocks() const { return allocator_.n_free(); }
+  int n_free_blocks() const { return blocks_.n_available(); }
   const KvCache& cache() const { return cache_; }
 
   // Appends each chunk to its sequence and runs one forward step. Returns the
@@ -53,15 +51,9 @@ class ModelRunner {
   StatusOr<std::vector<std::vector<float>>> step(const std::vector<SequenceChunk>& chunks);
 
  private:
-  struct Sequence {
-    std::vector<int32_t> blocks;
-    int64_t n_cached = 0;
-  };
-
   DeepseekV2Model& model_;
   KvCache cache_;
-  BlockAllocator allocator_;
-  std::map<int, Sequence> seqs_;
+  BlockManager blocks_;  // a sequence's slots in use are its tokens in the cache
   int next_id_ = 0;
 };
 
