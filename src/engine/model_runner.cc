@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <set>
 
+#include "common/logging.h"
+
 namespace moeserve {
 
 StatusOr<Tensor> run_step(DeepseekV2Model& model, const KvCache& cache,
@@ -44,6 +46,39 @@ StatusOr<Tensor> run_step(DeepseekV2Model& model, const KvCache& cache,
   be.copy(logits, host);
   be.synchronize();
   return host;
+}
+
+IsolatedStep run_step_isolated(const StepFn& step, DeepseekV2Model& model, const KvCache& cache,
+                               std::span<const RunSeq> seqs) {
+  IsolatedStep out;
+  out.failure.resize(seqs.size());
+  auto batch = step(model, cache, seqs);
+  if (batch.ok()) {
+    out.logits = *std::move(batch);
+    return out;
+  }
+  MS_LOG_ERROR("model step of {} sequences failed: {}{}", seqs.size(), batch.status().ToString(),
+               seqs.size() > 1 ? "; running them one by one" : "");
+  const int64_t vocab = model.config().vocab_size;
+  int64_t n_rows = 0;
+  for (const RunSeq& s : seqs) n_rows += s.all_logits ? static_cast<int64_t>(s.tokens.size()) : 1;
+  out.logits = Tensor::empty_host(DType::kF32, {n_rows, vocab});
+  float* rows = out.logits.data<float>();
+  std::fill(rows, rows + n_rows * vocab, 0.0f);
+  int64_t row = 0;
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    const int64_t n = seqs[i].all_logits ? static_cast<int64_t>(seqs[i].tokens.size()) : 1;
+    StatusOr<Tensor> solo =
+        seqs.size() == 1 ? std::move(batch) : step(model, cache, seqs.subspan(i, 1));
+    if (solo.ok()) {
+      std::copy(solo->data<float>(), solo->data<float>() + n * vocab, rows + row * vocab);
+    } else {
+      out.failure[i] =
+          absl::InternalError(absl::StrCat("model step failed: ", solo.status().message()));
+    }
+    row += n;
+  }
+  return out;
 }
 
 ModelRunner::ModelRunner(DeepseekV2Model& model, int n_blocks, int block_size, DType kv_dtype)

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <vector>
 
@@ -32,6 +33,24 @@ struct RunSeq {
 // host: [n_logits, vocab] F32, one row per requested token in sequence order.
 StatusOr<Tensor> run_step(DeepseekV2Model& model, const KvCache& cache,
                           std::span<const RunSeq> seqs);
+
+// The model step as the engine calls it: run_step, or a test's wrapper around it that fails.
+using StepFn =
+    std::function<StatusOr<Tensor>(DeepseekV2Model&, const KvCache&, std::span<const RunSeq>)>;
+
+// A step whose sequences succeed or fail one by one.
+struct IsolatedStep {
+  Tensor logits;                // host [n_logits, vocab] F32, as run_step's; zero rows for
+                                // sequences that failed
+  std::vector<Status> failure;  // [seqs.size()]: OK, or why that sequence's step failed
+};
+
+// Runs `seqs` as one step through `step`. If the step fails, runs each sequence alone, so only
+// the sequences that fail on their own fail (with Internal "model step failed: …"); the
+// others' logits are their solo runs'. A sequence only writes its own cache slots, so running
+// it again after the failed batch is safe.
+IsolatedStep run_step_isolated(const StepFn& step, DeepseekV2Model& model, const KvCache& cache,
+                               std::span<const RunSeq> seqs);
 
 // Runs sequences without the scheduler (golden tests, benchmarks): their blocks come from a
 // BlockManager of its own with the prefix cache off, so sequences share nothing.
