@@ -110,7 +110,13 @@ StatusOr<std::unique_ptr<Engine>> create_engine(const EngineConfig& config, Step
   const int64_t bytes_per_block = KvCache::block_bytes(
       mc.num_hidden_layers, config.block_size, mc.kv_lora_rank + mc.qk_rope_head_dim, kv_dtype);
   int64_t n_blocks = config.kv_cache_blocks;
-  if (n_blocks == 0) n_blocks = (config.kv_cache_memory_mb << 20) / bytes_per_block;
+  if (n_blocks == 0) {
+    // Neither given: room for max_num_seqs sequences of max_model_len tokens.
+    n_blocks = config.kv_cache_memory_mb > 0
+                   ? (config.kv_cache_memory_mb << 20) / bytes_per_block
+                   : int64_t{config.max_num_seqs} *
+                         ((info.max_model_len + config.block_size - 1) / config.block_size);
+  }
   if (n_blocks < 1 || n_blocks > (int64_t{1} << 30)) {
     return absl::InvalidArgumentError(
         absl::StrCat("kv_cache_memory_mb = ", config.kv_cache_memory_mb, " gives ", n_blocks,

@@ -374,6 +374,21 @@ TEST(EngineTest, CreateNamesWhatIsWrong) {
   EXPECT_NE(engine.status().message().find("max_model_len"), std::string::npos);
 }
 
+// With neither kv_cache_blocks nor kv_cache_memory_mb the cache holds max_num_seqs sequences
+// of max_model_len tokens (moeserve generate sizes its cache this way).
+TEST(EngineTest, KvCacheSizedForMaxNumSeqsOfMaxModelLen) {
+  EngineConfig config = small_config();
+  config.kv_cache_blocks = 0;
+  config.kv_cache_memory_mb = 0;
+  config.max_model_len = 30;  // 8 blocks of 4
+  config.max_num_seqs = 3;
+  auto engine = make_engine(config);
+  ASSERT_NE(engine, nullptr);
+  EXPECT_EQ(engine->model_info().n_kv_blocks, 24);
+  EXPECT_EQ(engine->stats().n_blocks, 24);
+  EXPECT_EQ(run(*engine, greedy(golden_prompt(), 16)).tokens[0], golden_decode_ids());
+}
+
 // ---- failure isolation: one request's failure in a shared step fails only that request ----
 
 // A random tiny checkpoint (no tokenizer: ids in, ids out) whose embedding row of `nan_token`
