@@ -145,6 +145,8 @@ struct ModelInfo {
   std::vector<int32_t> eos_ids;  // from generation_config.json / config.json
   int64_t created = 0;           // Unix seconds at load
   std::string backend;           // "cpu" or "cuda"
+  bool has_tokenizer = true;     // false: prompts are ids, events carry no text (Engine::tokenizer
+                                 // must not be called)
   int n_kv_blocks = 0;
   int block_size = 0;
   MemoryUsage memory;
@@ -184,7 +186,7 @@ class Engine {
   virtual EngineStats stats() const = 0;
   virtual const ModelInfo& model_info() const = 0;
   virtual const EngineConfig& config() const = 0;
-  virtual const Tokenizer& tokenizer() const = 0;
+  virtual const Tokenizer& tokenizer() const = 0;  // requires model_info().has_tokenizer
   // The engine's Prometheus metrics (vllm:* names); front ends add their own to it.
   virtual MetricsRegistry& metrics() = 0;
 };

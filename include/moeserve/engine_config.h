@@ -17,7 +17,8 @@ struct EngineConfig {
   std::string backend = "auto";   // cpu, cuda or auto (CUDA when a GPU is usable)
   int threads = 0;                // CPU backend threads; 0 = all cores
 
-  // KV cache: `kv_cache_blocks` blocks if > 0, else as many as `kv_cache_memory_mb` holds.
+  // KV cache: `kv_cache_blocks` blocks if > 0, else as many as `kv_cache_memory_mb` holds if
+  // > 0, else what max_num_seqs sequences of max_model_len tokens need.
   int block_size = 16;
   int kv_cache_blocks = 0;
   int64_t kv_cache_memory_mb = 256;

@@ -250,22 +250,36 @@ void BlockManager::commit(int64_t seq_id, std::span<const int32_t> tokens, int n
   }
 }
 
+void BlockManager::release_ref(int32_t block) {
+  Block& blk = blocks_[static_cast<size_t>(block)];
+  MS_CHECK(blk.ref_count > 0, "block ", block, " freed with no references");
+  if (--blk.ref_count > 0) return;
+  if (blk.has_hash) {
+    blk.evictable = true;
+    blk.lru_pos = evictable_.insert(evictable_.end(), block);
+  } else {
+    free_.push_back(block);
+  }
+}
+
+void BlockManager::truncate(int64_t seq_id, int n_slots) {
+  SeqBlocks& s = seq(seq_id);
+  MS_CHECK(n_slots >= 0 && n_slots <= s.n_slots &&
+               static_cast<int>(s.hashes.size()) * block_size_ <= n_slots,
+           "truncate of sequence ", seq_id, " to ", n_slots, " of ", s.n_slots, " slots");
+  while (static_cast<int>(s.blocks.size()) > blocks_for(n_slots)) {
+    release_ref(s.blocks.back());
+    s.blocks.pop_back();
+  }
+  s.n_slots = n_slots;
+}
+
 void BlockManager::free(int64_t seq_id) {
   const auto it = seqs_.find(seq_id);
   MS_CHECK(it != seqs_.end(), "free of unknown sequence ", seq_id);
   const std::vector<int32_t>& table = it->second.blocks;
-  for (size_t i = table.size(); i-- > 0;) {  // tail first: evicted before the head
-    const int32_t b = table[i];
-    Block& blk = blocks_[static_cast<size_t>(b)];
-    MS_CHECK(blk.ref_count > 0, "block ", b, " freed with no references");
-    if (--blk.ref_count > 0) continue;
-    if (blk.has_hash) {
-      blk.evictable = true;
-      blk.lru_pos = evictable_.insert(evictable_.end(), b);
-    } else {
-      free_.push_back(b);
-    }
-  }
+  // Tail first: evicted before the head.
+  for (size_t i = table.size(); i-- > 0;) release_ref(table[i]);
   seqs_.erase(it);
 }
 

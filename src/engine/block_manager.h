@@ -86,6 +86,11 @@ class BlockManager {
   // returns false and changes nothing when there are not enough blocks.
   bool append_slots(int64_t seq_id, int n);
 
+  // The undo of append_slots: gives back the slots of `seq_id` past its first `n_slots`,
+  // releasing blocks it no longer needs as free() does. `n_slots` must not cut into a
+  // committed block.
+  void truncate(int64_t seq_id, int n_slots);
+
   // Registers the full blocks among the first `n_computed` tokens of `seq_id`
   // in the prefix cache, so later sequences can reuse them. `tokens` is the
   // sequence's full token list; call after a step computed them.
@@ -138,8 +143,9 @@ class BlockManager {
 
   Sha256Digest chain_hash(const Sha256Digest& prev, std::span<const int32_t> block_tokens) const;
   Sha256Digest salt_hash(std::string_view salt) const;
-  int32_t take_block();          // from the free list, else evicts; must succeed
-  void take_ref(int32_t block);  // +1 ref; leaves the evictable list
+  int32_t take_block();             // from the free list, else evicts; must succeed
+  void take_ref(int32_t block);     // +1 ref; leaves the evictable list
+  void release_ref(int32_t block);  // -1 ref; unreferenced: evictable if hashed, else free
   SeqBlocks& seq(int64_t seq_id);
 
   int n_blocks_;

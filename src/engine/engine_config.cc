@@ -43,9 +43,9 @@ Status EngineConfig::validate() const {
   if (kv_cache_blocks < 0) {
     return bad("kv_cache_blocks", kv_cache_blocks, "must be >= 0 (0 = size by kv_cache_memory_mb)");
   }
-  if (kv_cache_memory_mb < 0) return bad("kv_cache_memory_mb", kv_cache_memory_mb, "must be >= 0");
-  if (kv_cache_blocks == 0 && kv_cache_memory_mb == 0) {
-    return bad("kv_cache_memory_mb", kv_cache_memory_mb, "must be > 0 when kv_cache_blocks is 0");
+  if (kv_cache_memory_mb < 0) {
+    return bad("kv_cache_memory_mb", kv_cache_memory_mb,
+               "must be >= 0 (0 = max_num_seqs sequences of max_model_len)");
   }
   if (kv_cache_dtype != "bf16" && kv_cache_dtype != "f32") {
     return bad("kv_cache_dtype", kv_cache_dtype, "must be bf16 or f32");

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <set>
 
+#include "common/logging.h"
+
 namespace moeserve {
 
 StatusOr<Tensor> run_step(DeepseekV2Model& model, const KvCache& cache,
@@ -46,83 +48,101 @@ StatusOr<Tensor> run_step(DeepseekV2Model& model, const KvCache& cache,
   return host;
 }
 
+IsolatedStep run_step_isolated(const StepFn& step, DeepseekV2Model& model, const KvCache& cache,
+                               std::span<const RunSeq> seqs) {
+  IsolatedStep out;
+  out.failure.resize(seqs.size());
+  auto batch = step(model, cache, seqs);
+  if (batch.ok()) {
+    out.logits = *std::move(batch);
+    return out;
+  }
+  MS_LOG_ERROR("model step of {} sequences failed: {}{}", seqs.size(), batch.status().ToString(),
+               seqs.size() > 1 ? "; running them one by one" : "");
+  const int64_t vocab = model.config().vocab_size;
+  int64_t n_rows = 0;
+  for (const RunSeq& s : seqs) n_rows += s.all_logits ? static_cast<int64_t>(s.tokens.size()) : 1;
+  out.logits = Tensor::empty_host(DType::kF32, {n_rows, vocab});
+  float* rows = out.logits.data<float>();
+  std::fill(rows, rows + n_rows * vocab, 0.0f);
+  int64_t row = 0;
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    const int64_t n = seqs[i].all_logits ? static_cast<int64_t>(seqs[i].tokens.size()) : 1;
+    StatusOr<Tensor> solo =
+        seqs.size() == 1 ? std::move(batch) : step(model, cache, seqs.subspan(i, 1));
+    if (solo.ok()) {
+      std::copy(solo->data<float>(), solo->data<float>() + n * vocab, rows + row * vocab);
+    } else {
+      out.failure[i] =
+          absl::InternalError(absl::StrCat("model step failed: ", solo.status().message()));
+    }
+    row += n;
+  }
+  return out;
+}
+
 ModelRunner::ModelRunner(DeepseekV2Model& model, int n_blocks, int block_size, DType kv_dtype)
     : model_(model),
       cache_(model.backend(), model.config().num_hidden_layers, n_blocks, block_size,
              model.kv_row_width(), kv_dtype),
-      allocator_(n_blocks) {}
+      blocks_(n_blocks, block_size, /*enable_prefix_caching=*/false) {}
 
 int ModelRunner::create_sequence() {
-  seqs_[next_id_] = Sequence{};
+  blocks_.allocate_for(next_id_, {}, "");
   return next_id_++;
 }
 
 void ModelRunner::release_sequence(int seq_id) {
-  auto it = seqs_.find(seq_id);
-  MS_CHECK(it != seqs_.end(), "unknown sequence ", seq_id);
-  for (int32_t b : it->second.blocks) allocator_.release(b);
-  seqs_.erase(it);
+  MS_CHECK(blocks_.has_sequence(seq_id), "unknown sequence ", seq_id);
+  blocks_.free(seq_id);
 }
 
 int64_t ModelRunner::n_cached(int seq_id) const {
-  const auto it = seqs_.find(seq_id);
-  MS_CHECK(it != seqs_.end(), "unknown sequence ", seq_id);
-  return it->second.n_cached;
+  MS_CHECK(blocks_.has_sequence(seq_id), "unknown sequence ", seq_id);
+  return blocks_.n_slots(seq_id);
 }
 
 StatusOr<std::vector<std::vector<float>>> ModelRunner::step(
     const std::vector<SequenceChunk>& chunks) {
-  const int block_size = cache_.block_size();
-  // Blocks taken for this step, returned if it fails.
-  std::vector<std::pair<int, int32_t>> taken;
-  auto roll_back = [&] {
-    for (auto it = taken.rbegin(); it != taken.rend(); ++it) {
-      seqs_[it->first].blocks.pop_back();
-      allocator_.release(it->second);
-    }
-  };
+  // Everything is checked before any slot is taken, so a refused step changes nothing.
   std::set<int> seen;
+  int n_new_blocks = 0;
   for (const SequenceChunk& c : chunks) {
     if (!seen.insert(c.seq_id).second) {
-      roll_back();
       return absl::InvalidArgumentError(
           absl::StrCat("sequence ", c.seq_id, " appears twice in one step"));
     }
-    auto it = seqs_.find(c.seq_id);
-    if (it == seqs_.end()) {
-      roll_back();
+    if (!blocks_.has_sequence(c.seq_id)) {
       return absl::NotFoundError(absl::StrCat("unknown sequence ", c.seq_id));
     }
-    Sequence& seq = it->second;
-    const int64_t end = seq.n_cached + static_cast<int64_t>(c.tokens.size());
-    while (static_cast<int64_t>(seq.blocks.size()) * block_size < end) {
-      const auto block = allocator_.allocate();
-      if (!block.has_value()) {
-        roll_back();
-        return absl::ResourceExhaustedError(absl::StrCat("KV cache full: ", cache_.n_blocks(),
-                                                         " blocks of ", block_size,
-                                                         " tokens are all in use"));
-      }
-      seq.blocks.push_back(*block);
-      taken.push_back({c.seq_id, *block});
-    }
+    const int n_slots = blocks_.n_slots(c.seq_id);
+    n_new_blocks += blocks_.blocks_for(n_slots + static_cast<int>(c.tokens.size())) -
+                    static_cast<int>(blocks_.block_table(c.seq_id).size());
+  }
+  if (!blocks_.can_allocate(n_new_blocks)) {
+    return absl::ResourceExhaustedError(absl::StrCat("KV cache full: ", cache_.n_blocks(),
+                                                     " blocks of ", cache_.block_size(),
+                                                     " tokens are all in use"));
+  }
+  std::vector<int> n_before(chunks.size());
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    n_before[i] = blocks_.n_slots(chunks[i].seq_id);
+    MS_CHECK(blocks_.append_slots(chunks[i].seq_id, static_cast<int>(chunks[i].tokens.size())),
+             "append_slots after can_allocate");
   }
   std::vector<RunSeq> run(chunks.size());
   for (size_t i = 0; i < chunks.size(); ++i) {
-    const Sequence& seq = seqs_[chunks[i].seq_id];
-    run[i] = RunSeq{.n_computed = static_cast<int>(seq.n_cached),
+    run[i] = RunSeq{.n_computed = n_before[i],
                     .tokens = chunks[i].tokens,
-                    .block_table = seq.blocks,
+                    .block_table = blocks_.block_table(chunks[i].seq_id),
                     .all_logits = chunks[i].all_logits};
   }
   auto logits = run_step(model_, cache_, run);
   if (!logits.ok()) {
-    roll_back();
+    for (size_t i = 0; i < chunks.size(); ++i) blocks_.truncate(chunks[i].seq_id, n_before[i]);
     return logits.status();
   }
   const Tensor& host = *logits;
-  for (const SequenceChunk& c : chunks)
-    seqs_[c.seq_id].n_cached += static_cast<int64_t>(c.tokens.size());
   std::vector<std::vector<float>> rows(static_cast<size_t>(host.dim(0)));
   const int64_t vocab = host.dim(1);
   for (int64_t r = 0; r < host.dim(0); ++r) {

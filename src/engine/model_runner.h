@@ -4,11 +4,11 @@
 #pragma once
 
 #include <cstdint>
-#include <map>
+#include <functional>
 #include <span>
 #include <vector>
 
-#include "engine/block_allocator.h"
+#include "engine/block_manager.h"
 #include "model/deepseek_v2.h"
 
 namespace moeserve {
@@ -34,17 +34,34 @@ struct RunSeq {
 StatusOr<Tensor> run_step(DeepseekV2Model& model, const KvCache& cache,
                           std::span<const RunSeq> seqs);
 
-// Owns its sequences' blocks (a plain free list, no prefix cache): for the CLI, golden tests
-// and benchmarks that drive the model without the scheduler.
+// The model step as the engine calls it: run_step, or a test's wrapper around it that fails.
+using StepFn =
+    std::function<StatusOr<Tensor>(DeepseekV2Model&, const KvCache&, std::span<const RunSeq>)>;
+
+// A step whose sequences succeed or fail one by one.
+struct IsolatedStep {
+  Tensor logits;                // host [n_logits, vocab] F32, as run_step's; zero rows for
+                                // sequences that failed
+  std::vector<Status> failure;  // [seqs.size()]: OK, or why that sequence's step failed
+};
+
+// Runs `seqs` as one step through `step`. If the step fails, runs each sequence alone, so only
+// the sequences that fail on their own fail (with Internal "model step failed: …"); the
+// others' logits are their solo runs'. A sequence only writes its own cache slots, so running
+// it again after the failed batch is safe.
+IsolatedStep run_step_isolated(const StepFn& step, DeepseekV2Model& model, const KvCache& cache,
+                               std::span<const RunSeq> seqs);
+
+// Runs sequences without the scheduler (golden tests, benchmarks): their blocks come from a
+// BlockManager of its own with the prefix cache off, so sequences share nothing.
 class ModelRunner {
  public:
-  ModelRunner(DeepseekV2Model& model, int n_blocks, int block_size,
-              DType kv_dtype = DType::kF32);
+  ModelRunner(DeepseekV2Model& model, int n_blocks, int block_size, DType kv_dtype = DType::kF32);
 
   int create_sequence();
   void release_sequence(int seq_id);  // returns its blocks
   int64_t n_cached(int seq_id) const;
-  int n_free_blocks() const { return allocator_.n_free(); }
+  int n_free_blocks() const { return blocks_.n_available(); }
   const KvCache& cache() const { return cache_; }
 
   // Appends each chunk to its sequence and runs one forward step. Returns the
@@ -53,15 +70,9 @@ class ModelRunner {
   StatusOr<std::vector<std::vector<float>>> step(const std::vector<SequenceChunk>& chunks);
 
  private:
-  struct Sequence {
-    std::vector<int32_t> blocks;
-    int64_t n_cached = 0;
-  };
-
   DeepseekV2Model& model_;
   KvCache cache_;
-  BlockAllocator allocator_;
-  std::map<int, Sequence> seqs_;
+  BlockManager blocks_;  // a sequence's slots in use are its tokens in the cache
   int next_id_ = 0;
 };
 

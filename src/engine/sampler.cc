@@ -26,7 +26,7 @@ Status check_logits(std::span<const float> raw, std::span<const float> processed
   }
   for (size_t i = 0; i < raw.size(); ++i) {
     if (!std::isfinite(raw[i])) {
-      return absl::InvalidArgumentError(
+      return absl::InternalError(
           absl::StrCat("model produced a non-finite logit ", raw[i], " for token ", i));
     }
   }
@@ -262,6 +262,34 @@ Status validate(const SamplingParams& p, int vocab_size, int max_n) {
   if (p.n < 1) return invalid("n must be at least 1, got ", p.n);
   if (p.n > max_n) return invalid("n must be at most ", max_n, ", got ", p.n);
   return absl::OkStatus();
+}
+
+std::vector<StatusOr<SampledToken>> sample_rows(const Tensor& logits,
+                                                std::span<const RowToSample> rows) {
+  MS_CHECK(logits.dtype() == DType::kF32 && logits.ndim() == 2, "sample_rows: logits of ",
+           dtype_name(logits.dtype()), " with ", logits.ndim(), " dims");
+  const int64_t vocab = logits.dim(1);
+  std::vector<StatusOr<SampledToken>> out;
+  out.reserve(rows.size());
+  std::vector<float> processed;
+  for (const RowToSample& r : rows) {
+    MS_CHECK(r.row >= 0 && r.row < logits.dim(0), "sample_rows: row ", r.row, " of ",
+             logits.dim(0));
+    const std::span<const float> raw(logits.data<float>() + r.row * vocab,
+                                     static_cast<size_t>(vocab));
+    std::span<const float> shaped = raw;
+    if (r.processor->active(*r.counts)) {
+      processed.assign(raw.begin(), raw.end());
+      const Status st = r.processor->apply(*r.counts, processed);
+      if (!st.ok()) {
+        out.emplace_back(st);
+        continue;
+      }
+      shaped = processed;
+    }
+    out.push_back(r.sampler->sample(raw, shaped));
+  }
+  return out;
 }
 
 }  // namespace moeserve

@@ -1,4 +1,5 @@
-// `moeserve generate`: one prompt through a model directory, on any backend.
+// `moeserve generate`: one prompt through a model directory, on any backend, as one request
+// to an Engine (the server's generation loop).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -10,11 +11,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "common/logging.h"
-#include "common/process_memory.h"
-#include "engine/memory_plan.h"
-#include "engine/model_runner.h"
-#include "engine/sampler.h"
-#include "model/checkpoint.h"
+#include "model/model_config.h"
+#include "moeserve/engine.h"
 #include "tokenizer/tokenizer.h"
 #include <nlohmann/json.hpp>
 
@@ -149,114 +147,97 @@ StatusOr<GenerateArgs> parse_args(int argc, char** argv) {
   return a;
 }
 
-// The model directory's tokenizer, or nullptr when it has no tokenizer.json.
-StatusOr<std::unique_ptr<Tokenizer>> load_tokenizer(const std::string& dir, int vocab_size) {
-  if (!std::filesystem::exists(std::filesystem::path(dir) / "tokenizer.json")) {
-    return std::unique_ptr<Tokenizer>();
+// What one generation produced.
+struct Generated {
+  std::vector<int32_t> ids;  // an EOS that ended it included
+  std::string text;          // without the EOS
+  std::vector<TokenLogprobs> logprobs;
+};
+
+StatusOr<Generated> read_stream(TokenStream& stream) {
+  Generated g;
+  while (!stream.done()) {
+    std::optional<TokenEvent> event = stream.next(Clock::now() + std::chrono::hours(1));
+    if (!event.has_value()) continue;
+    g.ids.insert(g.ids.end(), event->token_ids.begin(), event->token_ids.end());
+    g.text += event->text;
+    g.logprobs.insert(g.logprobs.end(), event->logprobs.begin(), event->logprobs.end());
+    if (event->finish == FinishReason::kError || event->finish == FinishReason::kAbort) {
+      return event->error;
+    }
   }
-  ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, Tokenizer::load(dir));
-  if (tokenizer->vocab_size() > vocab_size) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(dir, "/tokenizer.json has ", tokenizer->vocab_size(),
-                     " tokens but config.json vocab_size is ", vocab_size));
-  }
-  return tokenizer;
+  return g;
 }
 
 Status generate(const GenerateArgs& a) {
-  ASSIGN_OR_RETURN(auto backend, create_backend(a.backend, a.threads));
-  ASSIGN_OR_RETURN(ModelConfig config, load_model_config(a.model));
-  ASSIGN_OR_RETURN(Checkpoint checkpoint, Checkpoint::open(a.model));
-  ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer,
-                   load_tokenizer(a.model, config.vocab_size));
+  // The context this run needs; the engine sizes the KV cache for it.
+  ASSIGN_OR_RETURN(const ModelConfig model_config, load_model_config(a.model));
   std::vector<int32_t> prompt_ids = a.prompt_ids;
   if (a.prompt_text.has_value()) {
-    if (tokenizer == nullptr) {
+    if (!std::filesystem::exists(std::filesystem::path(a.model) / "tokenizer.json")) {
       return absl::InvalidArgumentError(absl::StrCat(
           "--prompt needs ", a.model, "/tokenizer.json; use --prompt-ids for this model"));
     }
+    ASSIGN_OR_RETURN(const std::unique_ptr<Tokenizer> tokenizer, Tokenizer::load(a.model));
     prompt_ids = tokenizer->encode(*a.prompt_text);
     if (prompt_ids.empty()) return absl::InvalidArgumentError("--prompt encodes to no tokens");
   }
-  int32_t eos = config.eos_token_id.value_or(tokenizer ? tokenizer->eos_id() : -1);
-  if (a.ignore_eos) eos = -1;
+  EngineConfig config;
+  config.model_dir = a.model;
+  config.backend = a.backend;
+  config.threads = a.threads;
+  config.block_size = a.block_size;
+  config.kv_cache_dtype = a.kv_cache_dtype;
+  config.kv_cache_memory_mb = 0;  // room for max_num_seqs sequences of max_model_len
+  config.memory_limit_gb = a.memory_limit_gb;
+  config.max_num_seqs = 1;
+  config.max_n = 1;
+  config.max_num_batched_tokens = std::max<int>(static_cast<int>(prompt_ids.size()), 1);
+  // Past the model's limit, submit() explains the request is too long.
+  config.max_model_len =
+      static_cast<int>(std::min<int64_t>(static_cast<int64_t>(prompt_ids.size()) + a.max_tokens,
+                                         model_config.max_position_embeddings));
+  ASSIGN_OR_RETURN(const std::unique_ptr<Engine> engine, Engine::create(config));
 
-  const int64_t n_total = static_cast<int64_t>(prompt_ids.size()) + a.max_tokens;
-  if (n_total > config.max_position_embeddings) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "prompt (", prompt_ids.size(), " tokens) + --max-tokens (", a.max_tokens,
-        ") exceeds the model's context of ", config.max_position_embeddings, " tokens"));
-  }
-  const int n_blocks = static_cast<int>((n_total + a.block_size - 1) / a.block_size) + 1;
-
-  ASSIGN_OR_RETURN(const WeightBytes planned, plan_deepseek_weights(config, checkpoint));
-  MemoryUsage mem;
-  mem.weights = planned.total();
-  const DType kv_dtype = a.kv_cache_dtype == "f32" ? DType::kF32 : DType::kBF16;
-  mem.kv_cache = n_blocks * KvCache::block_bytes(config.num_hidden_layers, a.block_size,
-                                                 config.kv_lora_rank + config.qk_rope_head_dim,
-                                                 kv_dtype);
-  mem.activations = DeepseekV2Model::activation_bytes(
-      config, std::max<int64_t>(static_cast<int64_t>(prompt_ids.size()), 1), 1);
-  mem.other = resident_bytes();
-  RETURN_IF_ERROR(check_memory_fits(a.memory_limit_gb, mem));
+  Generated generated;
   const auto t0 = std::chrono::steady_clock::now();
-  ASSIGN_OR_RETURN(auto model, DeepseekV2Model::load(std::move(config), checkpoint, *backend,
-                                                     periodic_load_log()));
-  const auto t1 = std::chrono::steady_clock::now();
-  MS_LOG_INFO("loaded {} on {} in {:.2f} s: {}", a.model, backend->name(),
-              std::chrono::duration<double>(t1 - t0).count(), model->config().summary());
-  ModelRunner runner(*model, n_blocks, a.block_size, kv_dtype);
-  mem.weights = model->weight_bytes().total();
-  mem.weights_detail = model->weight_bytes().describe();
-  mem.rss_after_load = resident_bytes();
-  MS_LOG_INFO("memory: {}", describe_memory(mem));
-  const int seq = runner.create_sequence();
-  Sampler sampler(a.sampling);
-
-  nlohmann::json steps = nlohmann::json::array();
-  std::vector<int32_t> generated;
-  std::vector<int32_t> feed = prompt_ids;
-  const auto t2 = std::chrono::steady_clock::now();
-  for (int i = 0; i < a.max_tokens; ++i) {
-    ASSIGN_OR_RETURN(auto logits, runner.step({SequenceChunk{seq, feed, false}}));
-    const std::vector<float>& row = logits.back();
-    ASSIGN_OR_RETURN(const SampledToken sampled, sampler.sample(row));
-    const int32_t next = sampled.token;
-    generated.push_back(next);
-    if (a.json) {
-      nlohmann::json step = {{"token", next}, {"logprob", sampled.logprob}};
+  if (a.max_tokens > 0) {
+    GenerateRequest request;
+    request.prompt = prompt_ids;
+    request.sampling = a.sampling;
+    request.sampling.max_tokens = a.max_tokens;
+    request.sampling.ignore_eos = a.ignore_eos;
+    request.sampling.logprobs = a.json;
+    request.sampling.top_logprobs = a.json ? a.top_logprobs : 0;
+    ASSIGN_OR_RETURN(const std::shared_ptr<TokenStream> stream, engine->submit(std::move(request)));
+    ASSIGN_OR_RETURN(generated, read_stream(*stream));
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  MS_LOG_INFO("generated {} tokens in {:.3f} s ({:.1f} tokens/s)", generated.ids.size(), secs,
+              secs > 0 ? static_cast<double>(generated.ids.size()) / secs : 0.0);
+  const bool has_text = engine->model_info().has_tokenizer;
+  if (a.json) {
+    nlohmann::json steps = nlohmann::json::array();
+    for (const TokenLogprobs& lp : generated.logprobs) {
+      nlohmann::json step = {{"token", lp.token}, {"logprob", lp.logprob}};
       if (a.top_logprobs > 0) {
         nlohmann::json top = nlohmann::json::array();
-        for (auto [id, lp] : top_logprobs(row, a.top_logprobs)) {
-          top.push_back({{"token", id}, {"logprob", lp}});
-        }
+        for (const auto& [id, logprob] : lp.top)
+          top.push_back({{"token", id}, {"logprob", logprob}});
         step["top_logprobs"] = top;
       }
       steps.push_back(step);
     }
-    if (next == eos) break;
-    feed = {next};
-  }
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t2).count();
-  MS_LOG_INFO("generated {} tokens in {:.3f} s ({:.1f} tokens/s)", generated.size(), secs,
-              secs > 0 ? static_cast<double>(generated.size()) / secs : 0.0);
-  DecodeOptions decode_options;
-  decode_options.skip_special_tokens = true;
-  // The text ends before the end-of-sequence token, as in OpenAI's API.
-  std::vector<int32_t> text_ids = generated;
-  if (!text_ids.empty() && text_ids.back() == eos) text_ids.pop_back();
-  if (a.json) {
     nlohmann::json out = {
-        {"prompt_ids", prompt_ids}, {"generated_ids", generated}, {"steps", steps}};
-    if (tokenizer != nullptr) out["text"] = tokenizer->decode(text_ids, decode_options);
+        {"prompt_ids", prompt_ids}, {"generated_ids", generated.ids}, {"steps", steps}};
+    if (has_text) out["text"] = generated.text;
     std::printf("%s\n", out.dump().c_str());
-  } else if (tokenizer != nullptr) {
-    std::printf("%s\n", tokenizer->decode(text_ids, decode_options).c_str());
+  } else if (has_text) {
+    std::printf("%s\n", generated.text.c_str());
   } else {
     std::string line;
-    for (size_t i = 0; i < generated.size(); ++i) {
-      absl::StrAppend(&line, i ? " " : "", generated[i]);
+    for (size_t i = 0; i < generated.ids.size(); ++i) {
+      absl::StrAppend(&line, i ? " " : "", generated.ids[i]);
     }
     std::printf("%s\n", line.c_str());
   }

@@ -8,8 +8,8 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <chrono>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -148,6 +148,11 @@ int run_serve(int argc, char** argv) {
   }
   const std::string tokenizer_dir =
       config.engine.tokenizer_dir.empty() ? config.engine.model_dir : config.engine.tokenizer_dir;
+  if (!(*engine)->model_info().has_tokenizer) {
+    MS_LOG_ERROR("moeserve serve: {}/tokenizer.json not found; pass --tokenizer DIR",
+                 tokenizer_dir);
+    return 1;
+  }
   auto prompts = PromptBuilder::create((*engine)->tokenizer(), tokenizer_dir);
   if (!prompts.ok()) {
     MS_LOG_ERROR("moeserve serve: {}", prompts.status().ToString());

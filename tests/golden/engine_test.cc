@@ -1,18 +1,25 @@
 // The Engine end to end on the tiny checkpoints: greedy output equals the PyTorch reference's,
 // concurrent requests are batched into shared steps yet each gets exactly what it gets alone,
-// and every way a request can end (stop, length, abort, deadline, error) ends only that request
-// and gives its KV blocks back.
+// and every way a request can end (stop, length, abort, deadline, error: NaN logits, a failed
+// model step) ends only that request and gives its KV blocks back.
 #include "moeserve/engine.h"
 
 #include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "common/metrics.h"
+#include "engine/engine_internal.h"
 #include "model/safetensors.h"
+#include "tests/support/random_checkpoint.h"
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 namespace moeserve {
 namespace {
@@ -365,6 +372,146 @@ TEST(EngineTest, CreateNamesWhatIsWrong) {
   engine = Engine::create(config);
   ASSERT_FALSE(engine.ok());
   EXPECT_NE(engine.status().message().find("max_model_len"), std::string::npos);
+}
+
+// With neither kv_cache_blocks nor kv_cache_memory_mb the cache holds max_num_seqs sequences
+// of max_model_len tokens (moeserve generate sizes its cache this way).
+TEST(EngineTest, KvCacheSizedForMaxNumSeqsOfMaxModelLen) {
+  EngineConfig config = small_config();
+  config.kv_cache_blocks = 0;
+  config.kv_cache_memory_mb = 0;
+  config.max_model_len = 30;  // 8 blocks of 4
+  config.max_num_seqs = 3;
+  auto engine = make_engine(config);
+  ASSERT_NE(engine, nullptr);
+  EXPECT_EQ(engine->model_info().n_kv_blocks, 24);
+  EXPECT_EQ(engine->stats().n_blocks, 24);
+  EXPECT_EQ(run(*engine, greedy(golden_prompt(), 16)).tokens[0], golden_decode_ids());
+}
+
+// ---- failure isolation: one request's failure in a shared step fails only that request ----
+
+// A random tiny checkpoint (no tokenizer: ids in, ids out) whose embedding row of `nan_token`
+// is NaN, so a prompt holding that token gives NaN logits.
+class PoisonedCheckpoint {
+ public:
+  static constexpr int32_t kNanToken = 11;
+
+  PoisonedCheckpoint() {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("moeserve_engine_nan_" + std::to_string(getpid()));
+    RandomCheckpointSpec spec;
+    spec.vocab_size = 512;
+    spec.hidden_size = 128;
+    auto written = write_random_checkpoint(dir_.string(), spec);
+    EXPECT_TRUE(written.ok()) << written.status();
+    // Patch the BF16 row in place: [8-byte header length][JSON header][data].
+    const std::string file = (dir_ / "model.safetensors").string();
+    std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+    uint64_t header_len = 0;
+    f.read(reinterpret_cast<char*>(&header_len), sizeof(header_len));
+    std::string header(header_len, '\0');
+    f.read(header.data(), static_cast<std::streamsize>(header_len));
+    const nlohmann::json parsed = nlohmann::json::parse(header);
+    const nlohmann::json& embed = parsed["model.embed_tokens.weight"];
+    EXPECT_EQ(embed["dtype"], "BF16");
+    const int64_t hidden = embed["shape"][1].get<int64_t>();
+    const int64_t at = 8 + static_cast<int64_t>(header_len) +
+                       embed["data_offsets"][0].get<int64_t>() + kNanToken * hidden * 2;
+    const std::vector<uint16_t> nan_row(static_cast<size_t>(hidden), 0x7fc0);  // BF16 NaN
+    f.seekp(at);
+    f.write(reinterpret_cast<const char*>(nan_row.data()),
+            static_cast<std::streamsize>(nan_row.size() * 2));
+    EXPECT_TRUE(f.good());
+  }
+  ~PoisonedCheckpoint() { std::filesystem::remove_all(dir_); }
+
+  EngineConfig config() const {
+    EngineConfig c = small_config();
+    c.model_dir = dir_.string();
+    c.tokenizer_dir = "";
+    return c;
+  }
+
+ private:
+  std::filesystem::path dir_;
+};
+
+// `good` runs alone, then again with `bad` submitted while it decodes, so the two share steps.
+// Returns the solo and the shared results.
+struct SharedRun {
+  Result solo, good, bad;
+};
+SharedRun run_beside(Engine& engine, const GenerateRequest& good, const GenerateRequest& bad) {
+  SharedRun out;
+  out.solo = run(engine, good);
+  auto good_stream = engine.submit(good);
+  EXPECT_TRUE(good_stream.ok()) << good_stream.status();
+  if (!good_stream.ok()) return out;
+  // Its first token is out: it is running, and decodes for many more steps.
+  auto first = (*good_stream)->next(Clock::now() + kTimeout);
+  EXPECT_TRUE(first.has_value());
+  out.bad = run(engine, bad);
+  out.good = collect(**good_stream, 1);
+  if (first.has_value()) {
+    out.good.tokens[0].insert(out.good.tokens[0].begin(), first->token_ids.begin(),
+                              first->token_ids.end());
+  }
+  return out;
+}
+
+TEST(EngineFailureTest, NanLogitsFailOnlyTheirRequest) {
+  PoisonedCheckpoint checkpoint;
+  auto engine = make_engine(checkpoint.config());
+  ASSERT_NE(engine, nullptr);
+  EXPECT_FALSE(engine->model_info().has_tokenizer);
+  const SharedRun r = run_beside(*engine, greedy({3, 4, 5, 6}, 24),
+                                 greedy({7, PoisonedCheckpoint::kNanToken, 8}, 8));
+  EXPECT_GE(engine->stats().max_seqs_in_step, 2) << "the two requests never shared a step";
+  EXPECT_EQ(r.bad.finish[0], FinishReason::kError);
+  EXPECT_EQ(r.bad.error[0].code(), absl::StatusCode::kInternal) << r.bad.error[0];
+  EXPECT_NE(r.bad.error[0].message().find("non-finite logit"), std::string::npos) << r.bad.error[0];
+  EXPECT_TRUE(r.bad.tokens[0].empty());
+  EXPECT_TRUE(r.bad.usage.has_value());
+  EXPECT_EQ(r.good.finish[0], FinishReason::kLength) << r.good.error[0];
+  ASSERT_EQ(r.solo.tokens[0].size(), 24u);
+  EXPECT_EQ(r.good.tokens[0], r.solo.tokens[0]);
+  EXPECT_TRUE(wait_blocks_free(*engine));
+}
+
+TEST(EngineFailureTest, FailedModelStepFailsOnlyTheSequenceThatFailsAlone) {
+  // The backend fails any step that holds token 13: the step of both requests fails, then
+  // the engine runs them one by one and only the poisoned one fails.
+  constexpr int32_t kPoison = 13;
+  std::atomic<int> n_failed_steps{0}, n_steps{0};
+  StepFn step = [&](DeepseekV2Model& model, const KvCache& cache,
+                    std::span<const RunSeq> seqs) -> StatusOr<Tensor> {
+    ++n_steps;
+    for (const RunSeq& s : seqs) {
+      if (std::find(s.tokens.begin(), s.tokens.end(), kPoison) != s.tokens.end()) {
+        ++n_failed_steps;
+        return absl::InternalError("injected backend failure");
+      }
+    }
+    return run_step(model, cache, seqs);
+  };
+  auto created = create_engine(small_config(), step);
+  ASSERT_TRUE(created.ok()) << created.status();
+  Engine& engine = **created;
+  const SharedRun r =
+      run_beside(engine, greedy(golden_prompt(), 16), greedy({7, kPoison, 8, 9}, 8));
+  EXPECT_GE(engine.stats().max_seqs_in_step, 2) << "the two requests never shared a step";
+  // The shared step and the poisoned sequence's solo rerun.
+  EXPECT_EQ(n_failed_steps.load(), 2);
+  EXPECT_EQ(r.bad.finish[0], FinishReason::kError);
+  EXPECT_EQ(r.bad.error[0].code(), absl::StatusCode::kInternal);
+  EXPECT_EQ(r.bad.error[0].message(), "model step failed: injected backend failure");
+  EXPECT_EQ(r.good.finish[0], FinishReason::kLength) << r.good.error[0];
+  EXPECT_EQ(r.solo.tokens[0], golden_decode_ids());
+  EXPECT_EQ(r.good.tokens[0], golden_decode_ids());
+  EXPECT_TRUE(wait_blocks_free(engine));
+  // Later requests run normally.
+  EXPECT_EQ(run(engine, greedy(golden_prompt(), 16)).tokens[0], golden_decode_ids());
 }
 
 }  // namespace

@@ -73,10 +73,10 @@ TEST(EngineConfigTest, BlockSize) {
 TEST(EngineConfigTest, KvCacheSize) {
   EXPECT_EQ(error_of([](EngineConfig& c) { c.kv_cache_blocks = -3; }),
             "kv_cache_blocks = -3: must be >= 0 (0 = size by kv_cache_memory_mb)");
-  EXPECT_EQ(error_of([](EngineConfig& c) { c.kv_cache_memory_mb = 0; }),
-            "kv_cache_memory_mb = 0: must be > 0 when kv_cache_blocks is 0");
+  // Both 0: the engine sizes the cache for max_num_seqs sequences of max_model_len.
+  EXPECT_EQ(error_of([](EngineConfig& c) { c.kv_cache_memory_mb = 0; }), "");
   EXPECT_EQ(error_of([](EngineConfig& c) { c.kv_cache_memory_mb = -1; }),
-            "kv_cache_memory_mb = -1: must be >= 0");
+            "kv_cache_memory_mb = -1: must be >= 0 (0 = max_num_seqs sequences of max_model_len)");
   // With an explicit block count the memory budget is unused and may be 0.
   EXPECT_EQ(error_of([](EngineConfig& c) {
               c.kv_cache_blocks = 10;

@@ -504,17 +504,19 @@ TEST_F(SamplerTest, NonFiniteLogitsFailTheRequestNotTheProcess) {
   Sampler s(p);
   const std::vector<float> good = random_logits(16);
   auto expect_error = [&](std::vector<float> raw, std::vector<float> processed,
-                          const std::string& msg) {
+                          const std::string& msg,
+                          absl::StatusCode code = absl::StatusCode::kInvalidArgument) {
     auto r = s.sample(raw, processed);
     ASSERT_FALSE(r.ok()) << msg;
-    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(r.status().code(), code);
     EXPECT_EQ(r.status().message(), msg);
   };
+  // The model's fault, not the request's: Internal.
   for (float bad : {kNaN, kInf, -kInf}) {
     std::vector<float> raw = good;
     raw[7] = bad;
-    expect_error(raw, good,
-                 absl::StrCat("model produced a non-finite logit ", bad, " for token 7"));
+    expect_error(raw, good, absl::StrCat("model produced a non-finite logit ", bad, " for token 7"),
+                 absl::StatusCode::kInternal);
   }
   for (float bad : {kNaN, kInf}) {
     std::vector<float> processed = good;
@@ -536,6 +538,44 @@ TEST_F(SamplerTest, NonFiniteLogitsFailTheRequestNotTheProcess) {
   auto r = s.sample(good);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_TRUE(r->token >= 0 && r->token < 16);
+}
+
+// sample_rows: every row as its own Sampler would draw it (after its LogitsProcessor), and a
+// bad row fails alone.
+TEST_F(SamplerTest, SampleRowsSamplesEachRowAsAloneAndFailsOnlyBadRows) {
+  constexpr int kVocab = 32;
+  Tensor logits = Tensor::empty_host(DType::kF32, {3, kVocab});
+  std::vector<std::vector<float>> rows;
+  for (int r = 0; r < 3; ++r) {
+    rows.push_back(random_logits(kVocab));
+    std::copy(rows.back().begin(), rows.back().end(), logits.data<float>() + r * kVocab);
+  }
+  logits.data<float>()[1 * kVocab + 5] = kNaN;
+  SamplingParams p;
+  p.temperature = 0.8f;
+  p.seed = next_seed();
+  SamplingParams biased = p;
+  biased.logit_bias = {{4, kMaxLogitBias}};  // the processor is active: token 4 wins
+  const std::vector<int32_t> eos = {0};
+  LogitsProcessor plain_lp(p, eos), biased_lp(biased, eos);
+  TokenCounts counts;
+  Sampler a(p, 0), b(p, 1), c(biased, 2);
+  const std::vector<RowToSample> batch = {
+      {.row = 2, .processor = &plain_lp, .counts = &counts, .sampler = &a},
+      {.row = 1, .processor = &plain_lp, .counts = &counts, .sampler = &b},
+      {.row = 0, .processor = &biased_lp, .counts = &counts, .sampler = &c}};
+  const auto got = sample_rows(logits, batch);
+  ASSERT_EQ(got.size(), 3u);
+  Sampler want_a(p, 0);
+  auto want = want_a.sample(rows[2]);
+  ASSERT_TRUE(got[0].ok() && want.ok());
+  EXPECT_EQ(got[0]->token, want->token);
+  EXPECT_FLOAT_EQ(got[0]->logprob, want->logprob);
+  ASSERT_FALSE(got[1].ok());
+  EXPECT_EQ(got[1].status().code(), absl::StatusCode::kInternal);
+  ASSERT_TRUE(got[2].ok()) << got[2].status();
+  EXPECT_EQ(got[2]->token, 4);
+  EXPECT_FLOAT_EQ(got[2]->logprob, logprob_of(rows[0], 4));  // of the raw row
 }
 
 // ---- validate ----
