@@ -96,17 +96,24 @@ std::vector<StatusOr<SampledToken>> Backend::sample(const Tensor& logits,
   return host_sample(host, rows);
 }
 
+void check_sample_rows(const Tensor& logits, std::span<const SamplingRow> rows) {
+  MS_CHECK(logits.dtype() == DType::kF32 && logits.ndim() == 2, "sample: logits ",
+           logits.describe());
+  for (const SamplingRow& r : rows) {
+    MS_CHECK(r.logits_row >= 0 && r.logits_row < logits.dim(0), "sample: row ", r.logits_row,
+             " of logits ", logits.describe());
+  }
+}
+
 std::vector<StatusOr<SampledToken>> host_sample(const Tensor& logits,
                                                 std::span<const SamplingRow> rows) {
-  MS_CHECK(logits.dtype() == DType::kF32 && logits.ndim() == 2 &&
-               logits.dim(0) == static_cast<int64_t>(rows.size()),
-           "sample: logits ", logits.describe(), " for ", rows.size(), " rows");
+  check_sample_rows(logits, rows);
   std::vector<StatusOr<SampledToken>> out;
   out.reserve(rows.size());
   std::vector<float> scratch;
-  for (size_t r = 0; r < rows.size(); ++r) {
-    const float* row = logits.data<float>() + static_cast<int64_t>(r) * logits.stride(0);
-    out.push_back(sample_row({row, static_cast<size_t>(logits.dim(1))}, rows[r], scratch));
+  for (const SamplingRow& r : rows) {
+    const float* row = logits.data<float>() + r.logits_row * logits.stride(0);
+    out.push_back(sample_row({row, static_cast<size_t>(logits.dim(1))}, r, scratch));
   }
   return out;
 }

@@ -184,9 +184,10 @@ class Backend {
   // logprobs: [n, k] F32. The composition runs on a host copy of the logits.
   virtual void log_softmax_topk(const Tensor& logits, const Tensor& ids, const Tensor& logprobs);
 
-  // One token per row of logits [n, V] F32, with rows[i]'s parameters
-  // (backend/sampling.h): only ids and log-probs leave the backend. Each row
-  // succeeds or fails alone. The composition samples a host copy of the logits.
+  // One token for each of `rows`, from row rows[i].logits_row of logits [n, V]
+  // F32, with rows[i]'s parameters (backend/sampling.h): only ids and log-probs
+  // leave the backend. Each row succeeds or fails alone. The composition
+  // samples a host copy of the logits.
   virtual std::vector<StatusOr<SampledToken>> sample(const Tensor& logits,
                                                      std::span<const SamplingRow> rows);
 };
@@ -196,6 +197,8 @@ class Backend {
 void host_log_softmax_topk(const Tensor& logits, const Tensor& ids, const Tensor& logprobs);
 std::vector<StatusOr<SampledToken>> host_sample(const Tensor& logits,
                                                 std::span<const SamplingRow> rows);
+// Aborts unless logits is [n, V] F32 and every row's logits_row is in [0, n).
+void check_sample_rows(const Tensor& logits, std::span<const SamplingRow> rows);
 
 // "cpu", "cuda" or "auto" (CUDA when the build has it, a GPU is present and the
 // CUDA backend runs_models(); otherwise the CPU).

@@ -24,11 +24,15 @@ double log_sum_exp(std::span<const float> logits) {
   return mx + std::log(sum);
 }
 
-Status check_raw(std::span<const float> raw) {
-  if (raw.empty()) return absl::InvalidArgumentError("logits row is empty");
+Status check_raw(std::span<const float> raw, std::span<const float> shaped) {
+  if (raw.empty() || raw.size() != shaped.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("logits rows must be non-empty and of equal size, got ", raw.size(),
+                     " raw and ", shaped.size(), " processed"));
+  }
   for (size_t i = 0; i < raw.size(); ++i) {
     if (!std::isfinite(raw[i])) {
-      return absl::InvalidArgumentError(
+      return absl::InternalError(
           absl::StrCat("model produced a non-finite logit ", raw[i], " for token ", i));
     }
   }
@@ -57,7 +61,7 @@ bool shapes(const SamplingRow& row) {
 
 // Bias, then penalties (vLLM's order: bias is a logits processor, penalties are the
 // sampler's), then the mask, which the penalties would leave −inf anyway.
-void shape(const SamplingRow& row, std::span<float> logits) {
+void shape_unchecked(const SamplingRow& row, std::span<float> logits) {
   for (const auto& [id, bias] : row.logit_bias) logits[static_cast<size_t>(id)] += bias;
   for (const PenaltyEntry& e : row.penalties) {
     float& l = logits[static_cast<size_t>(e.token)];
@@ -183,22 +187,24 @@ void log_softmax_topk_row(std::span<const float> logits, std::span<int32_t> ids,
   }
 }
 
-StatusOr<SampledToken> sample_row(std::span<const float> raw, const SamplingRow& row,
-                                  std::vector<float>& scratch) {
-  RETURN_IF_ERROR(check_raw(raw));
-  RETURN_IF_ERROR(check_ids(row, static_cast<int64_t>(raw.size())));
-  std::span<const float> l = raw;
-  if (shapes(row)) {
-    scratch.assign(raw.begin(), raw.end());
-    shape(row, scratch);
-    RETURN_IF_ERROR(check_shaped(scratch));
-    l = scratch;
-  }
+float logprob_of(std::span<const float> logits, int32_t id) {
+  return static_cast<float>(logits[static_cast<size_t>(id)] - log_sum_exp(logits));
+}
+
+Status shape_logits(const SamplingRow& row, std::span<float> logits) {
+  RETURN_IF_ERROR(check_ids(row, static_cast<int64_t>(logits.size())));
+  shape_unchecked(row, logits);
+  return absl::OkStatus();
+}
+
+StatusOr<SampledToken> sample_shaped(std::span<const float> raw, std::span<const float> l,
+                                     const SamplingRow& row) {
+  RETURN_IF_ERROR(check_raw(raw, l));
+  RETURN_IF_ERROR(check_shaped(l));
   SampledToken out;
   out.token = row.temperature <= kGreedyTemperature ? argmax(l) : draw(l, row);
   // Log-probabilities come from the raw row (see SampledToken::logprob).
-  const double lse = log_sum_exp(raw);
-  out.logprob = static_cast<float>(raw[static_cast<size_t>(out.token)] - lse);
+  out.logprob = logprob_of(raw, out.token);
   if (row.n_top_logprobs > 0) {
     const size_t k = std::min(static_cast<size_t>(row.n_top_logprobs), raw.size());
     std::vector<int32_t> ids(k);
@@ -207,6 +213,14 @@ StatusOr<SampledToken> sample_row(std::span<const float> raw, const SamplingRow&
     for (size_t i = 0; i < k; ++i) out.top_logprobs.push_back({ids[i], lps[i]});
   }
   return out;
+}
+
+StatusOr<SampledToken> sample_row(std::span<const float> raw, const SamplingRow& row,
+                                  std::vector<float>& scratch) {
+  if (!shapes(row)) return sample_shaped(raw, raw, row);
+  scratch.assign(raw.begin(), raw.end());
+  RETURN_IF_ERROR(shape_logits(row, scratch));
+  return sample_shaped(raw, scratch, row);
 }
 
 }  // namespace moeserve

@@ -34,15 +34,16 @@ struct SampledToken {
   std::vector<TokenLogprob> top_logprobs;
 };
 
-// One token the penalties see: how often it was generated, whether the prompt has it.
+// A token of the prompt or the output, which the penalties see: the repetition penalty
+// applies to every entry, frequency and presence to those generated (n_output > 0).
 struct PenaltyEntry {
   int32_t token = 0;
-  int32_t n_output = 0;
-  bool in_prompt = false;
+  int32_t n_output = 0;  // times generated
 };
 
 // One row's parameters. The spans are read during the call only.
 struct SamplingRow {
+  int64_t logits_row = 0;    // which row of the logits this samples
   float temperature = 0.0f;  // ≤ kGreedyTemperature (sampling_params.h): argmax
   int top_k = 0;             // 0: no cut
   float top_p = 1.0f;
@@ -53,17 +54,28 @@ struct SamplingRow {
   uint64_t seed = 0;                // the row's random stream
   uint64_t counter = 0;             // which draw of the stream (tokens generated so far)
   int n_top_logprobs = 0;
-  std::span<const std::pair<int32_t, float>> logit_bias;  // added first
-  std::span<const PenaltyEntry> penalties;
-  std::span<const int32_t> masked;  // set to −inf last (min_tokens: the stop ids)
+  std::span<const std::pair<int32_t, float>> logit_bias = {};  // added first
+  std::span<const PenaltyEntry> penalties = {};
+  std::span<const int32_t> masked = {};  // set to −inf last (min_tokens: the stop ids)
 };
 
 // One row on the host: `raw` is the model's row, `scratch` a buffer the
-// shaped copy goes in. InvalidArgument (this row only) if a raw logit is not
-// finite, a token id is outside the row, shaping produces NaN or +inf, or
-// every token is masked.
+// shaped copy goes in. Errors fail this row only: Internal if a raw logit is
+// not finite (the model's fault); InvalidArgument if a token id is outside the
+// row, shaping produces NaN or +inf, or every token is masked.
 StatusOr<SampledToken> sample_row(std::span<const float> raw, const SamplingRow& row,
                                   std::vector<float>& scratch);
+
+// The two halves of sample_row. shape_logits applies the row's bias,
+// penalties and mask in place (checking every id first, so an error leaves
+// the logits unchanged); sample_shaped draws from already shaped logits,
+// taking the log-probs from `raw`.
+Status shape_logits(const SamplingRow& row, std::span<float> logits);
+StatusOr<SampledToken> sample_shaped(std::span<const float> raw, std::span<const float> shaped,
+                                     const SamplingRow& row);
+
+// log_softmax(logits)[id], computed in double.
+float logprob_of(std::span<const float> logits, int32_t id);
 
 // The ids.size() largest values of log_softmax(logits) (sums in double), most
 // likely first, ties to the lower id.

@@ -350,7 +350,7 @@ std::vector<PendingEvent> EngineImpl::sample_and_process(const StepPlan& plan, c
     rows.push_back(it->second->output.row_to_sample(s.index, static_cast<int64_t>(i)));
     sampled_seqs.push_back(&s);
   }
-  std::vector<StatusOr<SampledToken>> sampled = sample_rows(logits, rows);
+  std::vector<StatusOr<SampledToken>> sampled = sample_rows(*backend_, logits, rows);
 
   const Clock::time_point now = Clock::now();
   std::vector<PendingEvent> pending;

@@ -143,6 +143,12 @@ StatusOr<std::unique_ptr<Engine>> create_engine(const EngineConfig& config, Step
   ASSIGN_OR_RETURN(auto model, DeepseekV2Model::load(std::move(model_config), checkpoint, *backend,
                                                      periodic_load_log()));
   const ModelConfig& loaded = model->config();
+  // The step context for the largest step the scheduler plans: forward() then allocates nothing.
+  const int64_t blocks_per_seq = (info.max_model_len + config.block_size - 1) / config.block_size;
+  model->reserve({.max_tokens = config.max_num_batched_tokens,
+                  .max_seqs = config.max_num_seqs,
+                  .max_logits = config.max_num_seqs,
+                  .max_blocks = int64_t{config.max_num_seqs} * blocks_per_seq});
 
   SchedulerConfig sc;
   sc.n_blocks = info.n_kv_blocks;
@@ -161,6 +167,7 @@ StatusOr<std::unique_ptr<Engine>> create_engine(const EngineConfig& config, Step
   mem.weights = model->weight_bytes().total();
   mem.weights_detail = model->weight_bytes().describe();
   mem.kv_cache = cache->n_bytes();
+  mem.activations = model->arena_bytes();
   mem.rss_after_load = resident_bytes();
   MS_LOG_INFO(
       "engine: loaded {} ({}) on {} in {:.2f} s; KV cache {} blocks x {} tokens, {}; "
@@ -168,6 +175,8 @@ StatusOr<std::unique_ptr<Engine>> create_engine(const EngineConfig& config, Step
       info.id, info.architecture, info.backend, seconds(Clock::now() - start), info.n_kv_blocks,
       info.block_size, dtype_name(kv_dtype), info.max_model_len);
   MS_LOG_INFO("memory: {}", describe_memory(mem));
+  MS_LOG_INFO("engine: activation arena {} for steps of up to {} tokens and {} sequences",
+              format_bytes(mem.activations), config.max_num_batched_tokens, config.max_num_seqs);
   return start_engine(EngineParts{.config = config,
                                   .backend = std::move(backend),
                                   .model = std::move(model),

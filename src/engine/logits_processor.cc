@@ -40,43 +40,30 @@ bool LogitsProcessor::active(const TokenCounts& counts) const {
   return !logit_bias_.empty() || (penalties && !counts.by_token.empty()) || masking;
 }
 
+void LogitsProcessor::fill(const TokenCounts& counts, SamplingRow& row,
+                           std::vector<PenaltyEntry>& penalties) const {
+  row.logit_bias = logit_bias_;
+  row.repetition_penalty = repetition_penalty_;
+  row.frequency_penalty = frequency_penalty_;
+  row.presence_penalty = presence_penalty_;
+  penalties.clear();
+  const bool penalised =
+      presence_penalty_ != 0.0f || frequency_penalty_ != 0.0f || repetition_penalty_ != 1.0f;
+  if (penalised) {
+    for (const auto& [id, entry] : counts.by_token) {
+      penalties.push_back({.token = id, .n_output = entry.n_output});
+    }
+  }
+  row.penalties = penalties;
+  row.masked = {};
+  if (counts.n_output < min_tokens_) row.masked = masked_until_min_tokens_;
+}
+
 Status LogitsProcessor::apply(const TokenCounts& counts, std::span<float> logits) const {
-  const auto n_vocab = static_cast<int64_t>(logits.size());
-  auto check = [&](int32_t id, const char* what) -> Status {
-    if (id < 0 || id >= n_vocab) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(what, " token id ", id, " is outside the vocabulary of ", n_vocab));
-    }
-    return absl::OkStatus();
-  };
-  // Check everything before touching the row, so an error leaves it unchanged.
-  for (const auto& [id, bias] : logit_bias_) RETURN_IF_ERROR(check(id, "logit_bias"));
-  for (const auto& [id, entry] : counts.by_token) RETURN_IF_ERROR(check(id, "counted"));
-  const bool masking = counts.n_output < min_tokens_;
-  if (masking) {
-    for (int32_t id : masked_until_min_tokens_) RETURN_IF_ERROR(check(id, "stop"));
-  }
-
-  for (const auto& [id, bias] : logit_bias_) logits[static_cast<size_t>(id)] += bias;
-
-  for (const auto& [id, entry] : counts.by_token) {
-    float& l = logits[static_cast<size_t>(id)];
-    // Repetition: prompt and output. Dividing a positive / multiplying a non-positive logit
-    // moves it down for a penalty above 1, whatever its sign (vLLM's `logits > 0` split).
-    if (repetition_penalty_ != 1.0f) l = l > 0 ? l / repetition_penalty_ : l * repetition_penalty_;
-    // Frequency and presence: output only.
-    if (entry.n_output > 0) {
-      l -= frequency_penalty_ * static_cast<float>(entry.n_output);
-      l -= presence_penalty_;
-    }
-  }
-
-  if (masking) {
-    for (int32_t id : masked_until_min_tokens_) {
-      logits[static_cast<size_t>(id)] = -std::numeric_limits<float>::infinity();
-    }
-  }
-  return absl::OkStatus();
+  SamplingRow row;
+  std::vector<PenaltyEntry> penalties;
+  fill(counts, row, penalties);
+  return shape_logits(row, logits);
 }
 
 }  // namespace moeserve

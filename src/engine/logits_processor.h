@@ -1,4 +1,5 @@
-// Shapes one sequence's logits before sampling: logit_bias, then repetition, frequency and
+// Shapes one sequence's logits before sampling (as the SamplingRow fields Backend::sample
+// applies): logit_bias, then repetition, frequency and
 // presence penalties, then the min_tokens mask (see SamplingParams for each field's meaning).
 // The order is vLLM's: bias (a logits processor) runs before the sampler's penalties; the mask
 // sets −inf, which the penalties would leave −inf anyway.
@@ -9,6 +10,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "backend/sampling.h"
 #include "moeserve/sampling_params.h"
 #include "moeserve/status.h"
 
@@ -40,8 +42,14 @@ class LogitsProcessor {
   // True when apply() can change logits for these counts; false lets callers skip the copy.
   bool active(const TokenCounts& counts) const;
 
-  // In place, on one row of logits [vocab]. InvalidArgument if a logit_bias or stop id is
-  // outside the row (a request that skipped validate()); the row is then unchanged.
+  // Adds this sequence's shaping for `counts` to `row`: the logit bias, the penalty entries
+  // (written into `penalties`, which the row then points at) and, below min_tokens, the mask.
+  void fill(const TokenCounts& counts, SamplingRow& row,
+            std::vector<PenaltyEntry>& penalties) const;
+
+  // In place, on one row of logits [vocab] (shape_logits of the filled row). InvalidArgument if
+  // a logit_bias or stop id is outside the row (a request that skipped validate()); the row is
+  // then unchanged.
   Status apply(const TokenCounts& counts, std::span<float> logits) const;
 
  private:

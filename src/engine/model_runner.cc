@@ -40,12 +40,7 @@ StatusOr<Tensor> run_step(DeepseekV2Model& model, const KvCache& cache,
     std::copy(s.block_table.begin(), s.block_table.end(), table.begin());
     batch.block_tables.insert(batch.block_tables.end(), table.begin(), table.end());
   }
-  ASSIGN_OR_RETURN(Tensor logits, model.forward(batch, cache));
-  Backend& be = model.backend();
-  Tensor host = Tensor::empty_host(DType::kF32, logits.shape());
-  be.copy(logits, host);
-  be.synchronize();
-  return host;
+  return model.forward(batch, cache);
 }
 
 IsolatedStep run_step_isolated(const StepFn& step, DeepseekV2Model& model, const KvCache& cache,
@@ -62,16 +57,16 @@ IsolatedStep run_step_isolated(const StepFn& step, DeepseekV2Model& model, const
   const int64_t vocab = model.config().vocab_size;
   int64_t n_rows = 0;
   for (const RunSeq& s : seqs) n_rows += s.all_logits ? static_cast<int64_t>(s.tokens.size()) : 1;
-  out.logits = Tensor::empty_host(DType::kF32, {n_rows, vocab});
-  float* rows = out.logits.data<float>();
-  std::fill(rows, rows + n_rows * vocab, 0.0f);
+  // Each solo run's logits live in the model's arena until the next run: copied out at once.
+  Backend& be = model.backend();
+  out.logits = be.alloc(DType::kF32, {n_rows, vocab});
   int64_t row = 0;
   for (size_t i = 0; i < seqs.size(); ++i) {
     const int64_t n = seqs[i].all_logits ? static_cast<int64_t>(seqs[i].tokens.size()) : 1;
     StatusOr<Tensor> solo =
         seqs.size() == 1 ? std::move(batch) : step(model, cache, seqs.subspan(i, 1));
     if (solo.ok()) {
-      std::copy(solo->data<float>(), solo->data<float>() + n * vocab, rows + row * vocab);
+      be.copy(*solo, out.logits.slice(0, row, row + n));
     } else {
       out.failure[i] =
           absl::InternalError(absl::StrCat("model step failed: ", solo.status().message()));
@@ -142,7 +137,9 @@ StatusOr<std::vector<std::vector<float>>> ModelRunner::step(
     for (size_t i = 0; i < chunks.size(); ++i) blocks_.truncate(chunks[i].seq_id, n_before[i]);
     return logits.status();
   }
-  const Tensor& host = *logits;
+  Tensor host = Tensor::empty_host(DType::kF32, logits->shape());
+  model_.backend().copy(*logits, host);
+  model_.backend().synchronize();
   std::vector<std::vector<float>> rows(static_cast<size_t>(host.dim(0)));
   const int64_t vocab = host.dim(1);
   for (int64_t r = 0; r < host.dim(0); ++r) {

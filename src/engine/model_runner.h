@@ -29,8 +29,9 @@ struct RunSeq {
   bool all_logits = false;               // logits for every token (else the last only)
 };
 
-// Builds the ForwardBatch for `seqs`, runs `model` on `cache` and copies the logits to the
-// host: [n_logits, vocab] F32, one row per requested token in sequence order.
+// Builds the ForwardBatch for `seqs` and runs `model` on `cache`: the logits [n_logits, vocab]
+// F32 on the model's backend, one row per requested token in sequence order, valid until the
+// model's next step.
 StatusOr<Tensor> run_step(DeepseekV2Model& model, const KvCache& cache,
                           std::span<const RunSeq> seqs);
 
@@ -40,8 +41,8 @@ using StepFn =
 
 // A step whose sequences succeed or fail one by one.
 struct IsolatedStep {
-  Tensor logits;                // host [n_logits, vocab] F32, as run_step's; zero rows for
-                                // sequences that failed
+  Tensor logits;                // [n_logits, vocab] F32 on the backend, as run_step's; the
+                                // rows of sequences that failed are unspecified
   std::vector<Status> failure;  // [seqs.size()]: OK, or why that sequence's step failed
 };
 

@@ -2,56 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
-#include <numeric>
+#include <random>
 
 #include "common/status.h"
 
 namespace moeserve {
-namespace {
-
-double log_sum_exp(std::span<const float> logits) {
-  const float mx = *std::max_element(logits.begin(), logits.end());
-  double sum = 0.0;
-  for (float l : logits) sum += std::exp(static_cast<double>(l) - mx);
-  return mx + std::log(sum);
-}
-
-// Checks the two rows; InvalidArgument names the first bad entry.
-Status check_logits(std::span<const float> raw, std::span<const float> processed) {
-  if (raw.empty() || raw.size() != processed.size()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("logits rows must be non-empty and of equal size, got ", raw.size(),
-                     " raw and ", processed.size(), " processed"));
-  }
-  for (size_t i = 0; i < raw.size(); ++i) {
-    if (!std::isfinite(raw[i])) {
-      return absl::InternalError(
-          absl::StrCat("model produced a non-finite logit ", raw[i], " for token ", i));
-    }
-  }
-  bool any_unmasked = false;
-  for (size_t i = 0; i < processed.size(); ++i) {
-    const float l = processed[i];
-    if (std::isnan(l) || l == std::numeric_limits<float>::infinity()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("logits processing produced ", l, " for token ", i));
-    }
-    any_unmasked |= l != -std::numeric_limits<float>::infinity();
-  }
-  if (!any_unmasked)
-    return absl::InvalidArgumentError("every token is masked (all logits are -inf)");
-  return absl::OkStatus();
-}
-
-// Uniform in [0, 1) from the top 53 bits: unlike std::uniform_real_distribution, the same on
-// every standard library, so a seed reproduces across builds.
-// top_p ranks this many tokens first, then twice as many at each step.
-constexpr size_t kFirstRankedBlock = 256;
-
-double uniform01(std::mt19937_64& rng) { return static_cast<double>(rng() >> 11) * 0x1.0p-53; }
-
-}  // namespace
 
 Sampler::Sampler(const SamplingParams& params, int sequence_index)
     : temperature_(params.temperature),
@@ -65,119 +20,25 @@ Sampler::Sampler(const SamplingParams& params, int sequence_index)
     std::random_device rd;
     seed_ = (static_cast<uint64_t>(rd()) << 32) ^ rd();
   }
-  rng_.seed(seed_);
 }
 
-int32_t argmax(std::span<const float> logits) {
-  return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
-}
-
-float logprob_of(std::span<const float> logits, int32_t id) {
-  return static_cast<float>(logits[static_cast<size_t>(id)] - log_sum_exp(logits));
-}
-
-std::vector<std::pair<int32_t, float>> top_logprobs(std::span<const float> logits, int k) {
-  const double lse = log_sum_exp(logits);
-  std::vector<int32_t> ids(logits.size());
-  std::iota(ids.begin(), ids.end(), 0);
-  k = std::min<int>(k, static_cast<int>(ids.size()));
-  std::partial_sort(ids.begin(), ids.begin() + k, ids.end(), [&](int32_t a, int32_t b) {
-    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
-  });
-  std::vector<std::pair<int32_t, float>> out;
-  out.reserve(static_cast<size_t>(k));
-  for (int i = 0; i < k; ++i) out.emplace_back(ids[i], static_cast<float>(logits[ids[i]] - lse));
-  return out;
+SamplingRow Sampler::row(uint64_t counter) const {
+  return {.temperature = temperature_,
+          .top_k = top_k_,
+          .top_p = top_p_,
+          .min_p = min_p_,
+          .seed = seed_,
+          .counter = counter,
+          .n_top_logprobs = n_top_logprobs_};
 }
 
 StatusOr<SampledToken> Sampler::sample(std::span<const float> raw_logits,
                                        std::span<const float> processed_logits) {
-  RETURN_IF_ERROR(check_logits(raw_logits, processed_logits));
-  const std::span<const float> l = processed_logits;
-  SampledToken out;
-  if (temperature_ <= kGreedyTemperature) {
-    out.token = argmax(l);
-  } else {
-    // Candidates: unmasked ids. `by_rank` orders them most likely first, ties by lower id.
-    std::vector<int32_t> ids;
-    ids.reserve(l.size());
-    for (size_t i = 0; i < l.size(); ++i) {
-      if (l[i] != -std::numeric_limits<float>::infinity()) ids.push_back(static_cast<int32_t>(i));
-    }
-    auto by_rank = [&](int32_t a, int32_t b) { return l[a] > l[b] || (l[a] == l[b] && a < b); };
-    const bool top_k_cuts = top_k_ > 0 && static_cast<size_t>(top_k_) < ids.size();
-    if (top_k_cuts) {
-      std::nth_element(ids.begin(), ids.begin() + top_k_, ids.end(), by_rank);
-      ids.resize(static_cast<size_t>(top_k_));
-      std::sort(ids.begin(), ids.end(), by_rank);  // few: ranked, as top_p wants them
-    }
+  return sample_shaped(raw_logits, processed_logits, row(next_draw_++));
+}
 
-    // Unnormalised probabilities at this temperature, relative to the best: w ∈ (0, 1].
-    double best = -std::numeric_limits<double>::infinity();
-    for (int32_t id : ids) best = std::max(best, static_cast<double>(l[id]));
-    auto weight = [&](int32_t id) { return std::exp((l[id] - best) / temperature_); };
-    std::vector<double> w(ids.size());
-    double total = 0.0;
-    for (size_t i = 0; i < ids.size(); ++i) total += w[i] = weight(ids[i]);
-    // top_p over the top_k survivors: the shortest most-likely prefix whose mass reaches top_p.
-    // Ranking the whole vocabulary is the slow part, so rank blocks of doubling size only as
-    // far as the prefix reaches (each block is exactly what a full sort would put there).
-    if (top_p_ < 1.0f) {
-      const double target = top_p_ * total;
-      double mass = 0.0;
-      size_t n_ranked = top_k_cuts ? ids.size() : 0;
-      for (size_t i = 0; i < ids.size(); ++i) {
-        if (i == n_ranked) {
-          n_ranked = std::min(ids.size(), std::max<size_t>(kFirstRankedBlock, 2 * n_ranked));
-          const auto first = ids.begin() + static_cast<std::ptrdiff_t>(i);
-          const auto last = ids.begin() + static_cast<std::ptrdiff_t>(n_ranked);
-          std::nth_element(first, last, ids.end(), by_rank);
-          std::sort(first, last, by_rank);
-        }
-        mass += w[i] = weight(ids[i]);
-        if (mass >= target || i + 1 == ids.size()) {
-          ids.resize(i + 1);
-          w.resize(i + 1);
-          total = mass;
-          break;
-        }
-      }
-    }
-    // min_p: p ≥ min_p · p_max ⇔ w ≥ min_p, since w is p / p_max. The best token always stays.
-    if (min_p_ > 0.0f) {
-      size_t kept = 0;
-      total = 0.0;
-      for (size_t i = 0; i < ids.size(); ++i) {
-        if (w[i] >= min_p_) {
-          ids[kept] = ids[i];
-          total += w[kept] = w[i];
-          ++kept;
-        }
-      }
-      ids.resize(kept);
-      w.resize(kept);
-    }
-    // Inverse CDF; the last candidate catches rounding at the top end.
-    const double target = uniform01(rng_) * total;
-    double mass = 0.0;
-    out.token = ids.back();
-    for (size_t i = 0; i < ids.size(); ++i) {
-      mass += w[i];
-      if (target < mass) {
-        out.token = ids[i];
-        break;
-      }
-    }
-  }
-  // Log-probabilities come from the raw row (see SampledToken::logprob).
-  const double lse = log_sum_exp(raw_logits);
-  out.logprob = static_cast<float>(raw_logits[static_cast<size_t>(out.token)] - lse);
-  if (n_top_logprobs_ > 0) {
-    for (auto [id, lp] : top_logprobs(raw_logits, n_top_logprobs_)) {
-      out.top_logprobs.push_back({.token = id, .logprob = lp});
-    }
-  }
-  return out;
+int32_t argmax(std::span<const float> logits) {
+  return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
 }
 
 // Defined here, beside the sampler that reads most of these fields.
@@ -264,32 +125,17 @@ Status validate(const SamplingParams& p, int vocab_size, int max_n) {
   return absl::OkStatus();
 }
 
-std::vector<StatusOr<SampledToken>> sample_rows(const Tensor& logits,
+std::vector<StatusOr<SampledToken>> sample_rows(Backend& backend, const Tensor& logits,
                                                 std::span<const RowToSample> rows) {
-  MS_CHECK(logits.dtype() == DType::kF32 && logits.ndim() == 2, "sample_rows: logits of ",
-           dtype_name(logits.dtype()), " with ", logits.ndim(), " dims");
-  const int64_t vocab = logits.dim(1);
-  std::vector<StatusOr<SampledToken>> out;
-  out.reserve(rows.size());
-  std::vector<float> processed;
-  for (const RowToSample& r : rows) {
-    MS_CHECK(r.row >= 0 && r.row < logits.dim(0), "sample_rows: row ", r.row, " of ",
-             logits.dim(0));
-    const std::span<const float> raw(logits.data<float>() + r.row * vocab,
-                                     static_cast<size_t>(vocab));
-    std::span<const float> shaped = raw;
-    if (r.processor->active(*r.counts)) {
-      processed.assign(raw.begin(), raw.end());
-      const Status st = r.processor->apply(*r.counts, processed);
-      if (!st.ok()) {
-        out.emplace_back(st);
-        continue;
-      }
-      shaped = processed;
-    }
-    out.push_back(r.sampler->sample(raw, shaped));
+  std::vector<SamplingRow> sampling(rows.size());
+  std::vector<std::vector<PenaltyEntry>> penalties(rows.size());  // what the rows' spans see
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const RowToSample& r = rows[i];
+    sampling[i] = r.sampler->row(static_cast<uint64_t>(r.counts->n_output));
+    sampling[i].logits_row = r.row;
+    r.processor->fill(*r.counts, sampling[i], penalties[i]);
   }
-  return out;
+  return backend.sample(logits, sampling);
 }
 
 }  // namespace moeserve

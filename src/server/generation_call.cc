@@ -47,7 +47,8 @@ class GenerationCall : public std::enable_shared_from_this<GenerationCall> {
         }
         streams_.clear();
         const Status& status = stream.status();
-        const ApiError e = from_status(status);
+        ApiError e = from_status(status);
+        if (e.param == "max_tokens") e.param = setup_.max_tokens_param;
         reply_.error(e);
         log(e.http_status, absl::StrCat("refused: ", status.message()));
         return;

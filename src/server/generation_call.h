@@ -58,6 +58,9 @@ struct CallSetup {
   int n = 1;
   std::vector<int32_t> stop_token_ids;  // the request's own, to tell them from EOS
   std::vector<int32_t> eos_ids;
+  // How the request named its length cap ("max_tokens", or chat's "max_completion_tokens"), for
+  // the `param` of the engine's refusal.
+  std::string max_tokens_param = "max_tokens";
   int n_prompt_tokens = 0;
   size_t max_pending_bytes = 0;
   Counter* client_disconnects = nullptr;
@@ -69,8 +72,9 @@ struct CallSetup {
 // Submits `requests` (one per prompt) to `engine` and answers through `reply` once or as a
 // stream; returns without waiting. The engine's listeners only hand the events over to the
 // connection (HttpResponder::post), where they are formatted. A refused request is answered
-// at once (the prompts already submitted are aborted). `engine` and what `setup` points to
-// must outlive the call.
+// at once (the prompts already submitted are aborted): Engine::submit is where the sampling
+// parameters are validated, so a bad value comes back as a 400 naming its field. `engine` and what
+// `setup` points to must outlive the call.
 void start_generation(Engine& engine, Reply reply, CallSetup setup,
                       std::vector<GenerateRequest> requests);
 

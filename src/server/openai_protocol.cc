@@ -428,12 +428,6 @@ std::string param_of_message(std::string_view message) {
   return "";
 }
 
-std::optional<ApiError> check_sampling(const SamplingParams& params, int vocab_size, int max_n) {
-  const Status status = validate(params, vocab_size, max_n);
-  if (status.ok()) return std::nullopt;
-  return from_status(status);
-}
-
 // ---- requests ----
 
 std::optional<ApiError> parse_json_object(std::string_view body, json* out) {

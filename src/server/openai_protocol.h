@@ -5,9 +5,9 @@
 // repetition_penalty, …).
 //
 // Parsing checks JSON types and what cannot be represented in SamplingParams (integer overflow,
-// unsupported features); value ranges are validate()'s (moeserve/sampling_params.h), called
-// through check_sampling() once the route knows the vocabulary and max_n. Every error names the
-// request field as `param`. Unknown fields are ignored and `null` means "not given".
+// unsupported features); value ranges are validate()'s (moeserve/sampling_params.h), which
+// Engine::submit calls once for every front end; from_status() turns its message into a 400
+// naming the request field as `param`. Unknown fields are ignored and `null` means "not given".
 #pragma once
 
 #include <cstdint>
@@ -52,8 +52,6 @@ ApiError from_status(const Status& status, std::string param = "");
 // The sampling field a validate() message is about ("top_p must be in (0, 1], got 0" → "top_p";
 // "logit_bias[3] must be …" → "logit_bias"), or "" when it does not start with one.
 std::string param_of_message(std::string_view message);
-// validate(params, vocab_size, max_n) as a 400 naming the field, or nullopt when valid.
-std::optional<ApiError> check_sampling(const SamplingParams& params, int vocab_size, int max_n);
 
 // ---- requests ----
 

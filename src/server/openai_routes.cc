@@ -202,11 +202,6 @@ void OpenAiRoutes::generate(const HttpRequest& request, std::shared_ptr<HttpResp
       requests.push_back(std::move(r));
     }
   }
-  if (auto e = check_sampling(options.sampling, info.vocab_size, engine_.config().max_n)) {
-    if (e->param == "max_tokens") e->param = max_tokens_param;
-    return refuse(*e);
-  }
-
   setup.meta.id = id;
   setup.meta.created = std::chrono::duration_cast<std::chrono::seconds>(
                            std::chrono::system_clock::now().time_since_epoch())
@@ -217,6 +212,7 @@ void OpenAiRoutes::generate(const HttpRequest& request, std::shared_ptr<HttpResp
   setup.n = options.sampling.n;
   setup.stop_token_ids = options.sampling.stop_token_ids;
   setup.eos_ids = info.eos_ids;
+  setup.max_tokens_param = max_tokens_param;
   for (const GenerateRequest& r : requests) setup.n_prompt_tokens += r.prompt.size();
   setup.max_pending_bytes = options_.max_stream_pending_bytes;
   setup.client_disconnects = &client_disconnects_;

@@ -334,8 +334,7 @@ Prepared prepare(Backend& be, const OpCase& c, uint64_t seed, bool meta = false)
       std::vector<PenaltyEntry> penalties;
       for (int i = 0; i < 40; ++i) {
         penalties.push_back({.token = static_cast<int32_t>(in.randint(vocab)),
-                             .n_output = static_cast<int32_t>(in.randint(4)),
-                             .in_prompt = in.randint(2) == 1});
+                             .n_output = static_cast<int32_t>(in.randint(4))});
       }
       std::sort(penalties.begin(), penalties.end(),
                 [](const PenaltyEntry& a, const PenaltyEntry& b) { return a.token < b.token; });
@@ -350,10 +349,14 @@ Prepared prepare(Backend& be, const OpCase& c, uint64_t seed, bool meta = false)
       p.run = [&be, logits, n, greedy, penalties, bias, masked, out = p.out] {
         std::vector<SamplingRow> rows(static_cast<size_t>(n));
         for (size_t r = 0; r < rows.size(); ++r) {
+          // Rows in reverse order, so the output's row r is the logits' row n - 1 - r.
+          const int64_t logits_row = n - 1 - static_cast<int64_t>(r);
+          rows[r].logits_row = logits_row;
           rows[r].seed = 1234 + r;
           rows[r].counter = 7;
           if (greedy) continue;
-          rows[r] = {.temperature = 0.8f,
+          rows[r] = {.logits_row = logits_row,
+                     .temperature = 0.8f,
                      .top_k = 50,
                      .top_p = 0.9f,
                      .min_p = 0.05f,

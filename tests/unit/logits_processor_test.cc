@@ -140,11 +140,16 @@ TEST(LogitsProcessorTest, InactiveByDefaultAndOutOfVocabIdsAreErrors) {
     EXPECT_EQ(row, in);
   }
   {
+    // Counted ids are read (and checked) when a penalty needs them.
     TokenCounts far;
     far.add_output(-1);
     std::vector<float> row = in;
-    const Status s = LogitsProcessor(SamplingParams{}, eos).apply(far, row);
+    SamplingParams penalised;
+    penalised.frequency_penalty = 0.5f;
+    const Status s = LogitsProcessor(penalised, eos).apply(far, row);
     EXPECT_EQ(s.message(), "counted token id -1 is outside the vocabulary of 3");
+    EXPECT_EQ(row, in);
+    EXPECT_TRUE(LogitsProcessor(SamplingParams{}, eos).apply(far, row).ok());
   }
 }
 

@@ -57,7 +57,7 @@ class OpenAiProtocolTest : public ::testing::Test {
       if (!prompt.ok()) return from(from_status(prompt.status(), "prompt"));
     }
     if (out != nullptr) *out = parsed;
-    return from(check_sampling(parsed.options.sampling, kVocab, kMaxN));
+    return from(engine_check(parsed.options.sampling));
   }
 
   // A /v1/chat/completions body: one user message, `fields` merged over it.
@@ -67,9 +67,17 @@ class OpenAiProtocolTest : public ::testing::Test {
     ChatRequest parsed;
     if (auto e = parse_chat_request(body, &parsed)) return from(e);
     if (out != nullptr) *out = parsed;
-    auto e = check_sampling(parsed.options.sampling, kVocab, kMaxN);
+    auto e = engine_check(parsed.options.sampling);
     if (e.has_value() && e->param == "max_tokens") e->param = parsed.max_tokens_param;
     return from(e);
+  }
+
+  // What the route answers when Engine::submit refuses the parameters: validate()'s status
+  // through from_status.
+  static std::optional<ApiError> engine_check(const SamplingParams& p) {
+    const Status status = validate(p, kVocab, kMaxN);
+    if (status.ok()) return std::nullopt;
+    return from_status(status);
   }
 
   static Tokenizer* tokenizer_;

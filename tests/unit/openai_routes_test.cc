@@ -35,6 +35,7 @@ const fs::path kTokenizerDir =
 // An Engine whose submit() replays a script: the events queued for the next submissions are
 // pushed into the new stream at once (before the route can set its listener); tests push
 // later events themselves, as the engine thread would. abort() ends the stream with kAbort.
+// Like the real engine, submit() refuses invalid sampling parameters (validate()) first.
 class FakeEngine : public Engine {
  public:
   explicit FakeEngine(const Tokenizer& tokenizer) : tokenizer_(tokenizer) {
@@ -48,6 +49,7 @@ class FakeEngine : public Engine {
   }
 
   StatusOr<std::shared_ptr<TokenStream>> submit(GenerateRequest request) override {
+    RETURN_IF_ERROR(validate(request.sampling, info_.vocab_size, config_.max_n));
     std::lock_guard<std::mutex> lock(mu_);
     submitted.push_back(request);
     if (!refusals.empty()) {

@@ -1,4 +1,5 @@
-// Sampler, argmax, logprob_of, top_logprobs and validate(SamplingParams) against references
+// Sampler (over backend/sampling.h's sample_shaped), sample_rows on the CPU backend, argmax,
+// logprob_of, log_softmax_topk_row and validate(SamplingParams) against references
 // computed here: softmax and log-softmax in double, a plain filter pipeline (temperature →
 // top_k → top_p → min_p) whose distribution the draws must follow, and hand-worked cases.
 #include "engine/sampler.h"
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "backend/cpu/cpu_backend.h"
 #include "seeded_test.h"
 #include <gtest/gtest.h>
 
@@ -32,6 +34,17 @@ constexpr double kBoundaryMargin = 1e-9;
 
 constexpr float kInf = std::numeric_limits<float>::infinity();
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+// The k most likely tokens of `logits` with their log-probabilities (log_softmax_topk_row).
+std::vector<std::pair<int32_t, float>> top_logprobs(std::span<const float> logits, int k) {
+  const size_t n = std::min(static_cast<size_t>(k), logits.size());
+  std::vector<int32_t> ids(n);
+  std::vector<float> lps(n);
+  log_softmax_topk_row(logits, ids, lps);
+  std::vector<std::pair<int32_t, float>> out;
+  for (size_t i = 0; i < n; ++i) out.emplace_back(ids[i], lps[i]);
+  return out;
+}
 
 class SamplerTest : public test::SeededTest {
  protected:
@@ -540,8 +553,8 @@ TEST_F(SamplerTest, NonFiniteLogitsFailTheRequestNotTheProcess) {
   EXPECT_TRUE(r->token >= 0 && r->token < 16);
 }
 
-// sample_rows: every row as its own Sampler would draw it (after its LogitsProcessor), and a
-// bad row fails alone.
+// sample_rows on the CPU backend: every row as its own Sampler would draw it (after its
+// LogitsProcessor), and a bad row fails alone.
 TEST_F(SamplerTest, SampleRowsSamplesEachRowAsAloneAndFailsOnlyBadRows) {
   constexpr int kVocab = 32;
   Tensor logits = Tensor::empty_host(DType::kF32, {3, kVocab});
@@ -564,7 +577,8 @@ TEST_F(SamplerTest, SampleRowsSamplesEachRowAsAloneAndFailsOnlyBadRows) {
       {.row = 2, .processor = &plain_lp, .counts = &counts, .sampler = &a},
       {.row = 1, .processor = &plain_lp, .counts = &counts, .sampler = &b},
       {.row = 0, .processor = &biased_lp, .counts = &counts, .sampler = &c}};
-  const auto got = sample_rows(logits, batch);
+  CpuBackend cpu(2);
+  const auto got = sample_rows(cpu, logits, batch);
   ASSERT_EQ(got.size(), 3u);
   Sampler want_a(p, 0);
   auto want = want_a.sample(rows[2]);

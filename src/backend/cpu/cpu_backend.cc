@@ -144,16 +144,15 @@ void CpuBackend::add_rms_norm(const Tensor& residual, const Tensor& x, const Ten
 std::vector<StatusOr<SampledToken>> CpuBackend::sample(const Tensor& logits,
                                                        std::span<const SamplingRow> rows) {
   check_host(logits, "sample logits");
-  MS_CHECK(logits.dtype() == DType::kF32 && logits.ndim() == 2 &&
-               logits.dim(0) == static_cast<int64_t>(rows.size()),
-           "sample: logits ", logits.describe(), " for ", rows.size(), " rows");
+  check_sample_rows(logits, rows);
   std::vector<StatusOr<SampledToken>> out(rows.size(), absl::UnknownError("not sampled"));
   const size_t vocab = static_cast<size_t>(logits.dim(1));
   pool_.parallel_for(static_cast<int64_t>(rows.size()), [&](int64_t b, int64_t e) {
     std::vector<float> scratch;
-    for (int64_t r = b; r < e; ++r) {
-      out[static_cast<size_t>(r)] =
-          sample_row({row<float>(logits, r), vocab}, rows[static_cast<size_t>(r)], scratch);
+    for (int64_t i = b; i < e; ++i) {
+      const SamplingRow& r = rows[static_cast<size_t>(i)];
+      out[static_cast<size_t>(i)] =
+          sample_row({row<float>(logits, r.logits_row), vocab}, r, scratch);
     }
   });
   return out;
