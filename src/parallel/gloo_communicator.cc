@@ -1,8 +1,7 @@
 // The Communicator on Gloo (Debian's libgloo-dev, 0.5.0 of 2022-05): TCP transport, rendezvous
 // through a FileStore, the tag-based collectives whose options carry a per-op timeout.
-#include <signal.h>
-
 #include <algorithm>
+#include <csignal>
 #include <filesystem>
 #include <vector>
 

@@ -3,11 +3,11 @@
 // Status through a pipe; every child is reaped, and one that outlives its limit is killed.
 #include "parallel/communicator.h"
 
-#include <signal.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <functional>
