@@ -18,6 +18,7 @@ packages=(
   libgtest-dev libgmock-dev
   libopenblas-dev libpcre2-dev libboost-dev
   libboost-context-dev      # fibers for the SIMT emulator (kernels/simt)
+  libgloo-dev               # CPU collectives between rank processes (src/parallel)
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   nodejs npm                # end-to-end tests with the openai and grpc-js clients
   python3-yaml curl         # deployment manifest checks; README examples
