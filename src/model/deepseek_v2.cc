@@ -59,8 +59,8 @@ int64_t DeepseekV2Model::activation_bytes(const ModelConfig& c, int64_t n, int64
   return base.bytes() + std::max({attention.bytes(), dense.bytes(), moe.bytes(), head.bytes()});
 }
 
-DeepseekV2Model::DeepseekV2Model(ModelConfig config, DeepseekWeights weights, Backend& backend)
-    : config_(std::move(config)), weight_bytes_(weights.bytes), backend_(backend) {
+DeepseekV2Model::DeepseekV2Model(ModelConfig config, WeightBytes bytes, Backend& backend)
+    : config_(std::move(config)), weight_bytes_(std::move(bytes)), backend_(backend) {
   const ModelConfig& c = config_;
   const int64_t n_pos = c.max_position_embeddings;
   const std::vector<float> table = build_rope_table(c, n_pos);
@@ -68,51 +68,133 @@ DeepseekV2Model::DeepseekV2Model(ModelConfig config, DeepseekWeights weights, Ba
   std::memcpy(host.raw(), table.data(), table.size() * sizeof(float));
   rope_table_ = backend_.alloc(DType::kF32, host.shape());
   backend_.copy(host, rope_table_);
+}
 
+DeepseekV2Model::DeepseekV2Model(ModelConfig config, DeepseekWeights weights, Backend& backend)
+    : DeepseekV2Model(std::move(config), weights.bytes, backend) {
+  const Status built = build_layers(std::move(weights), kOneRank);
+  MS_CHECK(built.ok(), "one-rank model: ", built.ToString());
+}
+
+StatusOr<std::unique_ptr<DeepseekV2Model>> DeepseekV2Model::create(ModelConfig config,
+                                                                   DeepseekWeights weights,
+                                                                   Backend& backend,
+                                                                   const ModelParallel& parallel) {
+  const int world = parallel.tp != nullptr ? parallel.tp->world_size() : 1;
+  const ShardSpec tp{.rank = parallel.tp != nullptr ? parallel.tp->rank() : 0, .world = world};
+  if (world > 1) {
+    const std::pair<const char*, int64_t> widths[] = {
+        {"num_attention_heads", config.num_attention_heads},
+        {"intermediate_size", config.intermediate_size},
+        {"moe_intermediate_size", config.moe_intermediate_size},
+    };
+    for (const auto& [field, value] : widths) {
+      if (value % world != 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("config.json: ", field, " = ", value,
+                         " does not divide by the tensor-parallel size ", world));
+      }
+    }
+    if (backend.device() != Device::kCpu) {
+      return absl::UnimplementedError(absl::StrCat(
+          "tensor parallelism over host collectives needs a host backend, not ", backend.name()));
+    }
+  }
+  std::unique_ptr<DeepseekV2Model> model(
+      new DeepseekV2Model(std::move(config), weights.bytes, backend));
+  RETURN_IF_ERROR(model->build_layers(std::move(weights), tp));
+  model->tp_ = parallel.tp;
+  model->tp_size_ = world;
+  return model;
+}
+
+ModelConfig DeepseekV2Model::rank_config(const ModelConfig& config, int tp_size) {
+  ModelConfig c = config;
+  c.num_attention_heads /= tp_size;
+  c.intermediate_size /= tp_size;
+  c.moe_intermediate_size /= tp_size;
+  return c;
+}
+
+Status DeepseekV2Model::build_layers(DeepseekWeights weights, const ShardSpec& tp) {
+  const ModelConfig& c = config_;
   const float eps = c.rms_norm_eps;
+  // This rank's share of a weight: `dim` split over the ranks, in `parts` stacked blocks.
+  auto shard = [&](Tensor& w, int dim, int parts = 1) -> StatusOr<Tensor> {
+    if (!w.defined()) return Tensor();
+    auto part = shard_weight(w, dim, tp, parts);
+    if (!part.ok() && part.status().code() == absl::StatusCode::kUnimplemented) {
+      return absl::UnimplementedError(absl::StrCat("tensor parallelism: ", part.status().message(),
+                                                   " (FP8 checkpoints run on one rank)"));
+    }
+    return part;
+  };
   embed_ = Embedding(std::move(weights.embed));
   lm_head_ = LmHead(RmsNorm(std::move(weights.final_norm), eps),
                     ColumnParallelLinear(std::move(weights.lm_head), kOneRank));
+  MlaAttention::Dims dims = mla_dims(c);
+  dims.n_heads /= tp.world;
   const GateParams gate = c.gate_params();
   for (int i = 0; i < static_cast<int>(weights.layers.size()); ++i) {
     DeepseekLayerWeights& w = weights.layers[static_cast<size_t>(i)];
     DecoderLayer layer;
     layer.attn_norm = RmsNorm(std::move(w.attn_norm), eps);
     layer.ffn_norm = RmsNorm(std::move(w.ffn_norm), eps);
-    layer.attention = MlaAttention(mla_dims(c),
+    // Heads: rows of q_b / q_proj and the absorbed per-head matrices, columns of o_proj.
+    ASSIGN_OR_RETURN(Tensor q_b, shard(w.q_b, 0));
+    ASSIGN_OR_RETURN(Tensor q_proj, shard(w.q_proj, 0));
+    ASSIGN_OR_RETURN(Tensor w_uk_t, shard(w.w_uk_t, 0));
+    ASSIGN_OR_RETURN(Tensor w_uv, shard(w.w_uv, 0));
+    ASSIGN_OR_RETURN(Tensor o_proj, shard(w.o_proj, 1));
+    layer.attention = MlaAttention(dims,
                                    {.q_a = Linear(std::move(w.q_a)),
                                     .q_a_norm = RmsNorm(std::move(w.q_a_norm), eps),
-                                    .q_b = ColumnParallelLinear(std::move(w.q_b), kOneRank),
-                                    .q_proj = ColumnParallelLinear(std::move(w.q_proj), kOneRank),
+                                    .q_b = ColumnParallelLinear(std::move(q_b), tp),
+                                    .q_proj = ColumnParallelLinear(std::move(q_proj), tp),
                                     .kv_a = Linear(std::move(w.kv_a)),
                                     .kv_a_norm = RmsNorm(std::move(w.kv_a_norm), eps),
-                                    .w_uk_t = std::move(w.w_uk_t),
-                                    .w_uv = std::move(w.w_uv),
-                                    .o_proj = RowParallelLinear(std::move(w.o_proj), kOneRank)},
+                                    .w_uk_t = std::move(w_uk_t),
+                                    .w_uv = std::move(w_uv),
+                                    .o_proj = RowParallelLinear(std::move(o_proj), tp)},
                                    rope_table_);
+    // SwiGLU widths: each rank its share of the gate rows and of the up rows.
+    auto mlp = [&](Tensor& gate_up, Tensor& down) -> StatusOr<DenseMlp> {
+      ASSIGN_OR_RETURN(Tensor gu, shard(gate_up, 0, 2));
+      ASSIGN_OR_RETURN(Tensor dn, shard(down, 1));
+      return DenseMlp(ColumnParallelLinear(std::move(gu), tp),
+                      RowParallelLinear(std::move(dn), tp));
+    };
     layer.is_moe = c.is_moe_layer(i);
     if (layer.is_moe) {
       DenseMlp shared;
       if (w.shared_gate_up.defined()) {
-        shared = DenseMlp(ColumnParallelLinear(std::move(w.shared_gate_up), kOneRank),
-                          RowParallelLinear(std::move(w.shared_down), kOneRank));
+        ASSIGN_OR_RETURN(shared, mlp(w.shared_gate_up, w.shared_down));
       }
+      ASSIGN_OR_RETURN(Tensor experts_gate_up, shard(w.experts_gate_up, 1, 2));
+      ASSIGN_OR_RETURN(Tensor experts_down, shard(w.experts_down, 2));
       layer.moe = FusedMoE({.router = Linear(std::move(w.router)),
                             .router_bias = std::move(w.router_bias),
-                            .experts_gate_up = std::move(w.experts_gate_up),
-                            .experts_down = std::move(w.experts_down),
+                            .experts_gate_up = std::move(experts_gate_up),
+                            .experts_down = std::move(experts_down),
                             .shared = std::move(shared)},
                            gate);
     } else {
-      layer.mlp = DenseMlp(ColumnParallelLinear(std::move(w.mlp_gate_up), kOneRank),
-                           RowParallelLinear(std::move(w.mlp_down), kOneRank));
+      ASSIGN_OR_RETURN(layer.mlp, mlp(w.mlp_gate_up, w.mlp_down));
     }
     layers_.push_back(std::move(layer));
   }
+  return absl::OkStatus();
+}
+
+Status DeepseekV2Model::reduce(const Tensor& y) {
+  if (tp_size_ == 1) return absl::OkStatus();
+  backend_.synchronize();
+  return tp_->all_reduce_sum({y.data<float>(), static_cast<size_t>(y.numel())});
 }
 
 void DeepseekV2Model::reserve(const StepLimits& limits) {
-  const int64_t arena = activation_bytes(config_, limits.max_tokens, limits.max_logits);
+  const int64_t arena =
+      activation_bytes(rank_config(config_, tp_size_), limits.max_tokens, limits.max_logits);
   ctx_ = std::make_unique<StepContext>(backend_, limits, arena);
   MS_LOG_DEBUG("model: step context for {} tokens, {} sequences, {} logit rows: arena {} bytes",
                limits.max_tokens, limits.max_seqs, limits.max_logits, arena);
@@ -179,7 +261,7 @@ StatusOr<StepContext*> DeepseekV2Model::plan(const ForwardBatch& batch, const Kv
   return ctx_.get();
 }
 
-Tensor DeepseekV2Model::forward(StepContext& ctx, const KvCache& cache) {
+StatusOr<Tensor> DeepseekV2Model::forward(StepContext& ctx, const KvCache& cache) {
   Backend& be = backend_;
   ActivationArena& arena = ctx.arena();
   const int64_t n = ctx.n_tokens(), d = config_.hidden_size;
@@ -197,12 +279,14 @@ Tensor DeepseekV2Model::forward(StepContext& ctx, const KvCache& cache) {
       l.attn_norm.add_forward(be, x, y, h);
     }
     l.attention.forward(be, ctx, h, cache.layer(static_cast<int>(i)), y);
+    RETURN_IF_ERROR(reduce(y));
     l.ffn_norm.add_forward(be, x, y, h);
     if (l.is_moe) {
       l.moe.forward(be, arena, h, y);
     } else {
       l.mlp.forward(be, arena, h, y);
     }
+    RETURN_IF_ERROR(reduce(y));
   }
   if (!layers_.empty()) be.add(x, y, x);
   lm_head_.forward(be, ctx, x, logits);

@@ -22,10 +22,20 @@
 #include "model/layers/norm.h"
 #include "model/model_config.h"
 #include "model/step_context.h"
+#include "parallel/communicator.h"
 
 namespace moeserve {
 
 class Checkpoint;
+
+// How this process's model is sharded. Tensor parallelism (`tp`, world > 1):
+// MLA heads, the dense and shared MLPs' and every expert's intermediate width
+// split over the ranks (column-parallel in, row-parallel out), one all-reduce
+// after each attention and each MLP/MoE branch; the latent KV cache, the
+// router, norms, embedding and LM head are replicated. A null `tp` is one rank.
+struct ModelParallel {
+  Communicator* tp = nullptr;  // must outlive the model
+};
 
 class DeepseekV2Model {
  public:
@@ -43,6 +53,16 @@ class DeepseekV2Model {
                                   int64_t n_logit_rows);
   // For weights made elsewhere (benchmarks build random ones).
   DeepseekV2Model(ModelConfig config, DeepseekWeights weights, Backend& backend);
+  // Loaded weights sharded for `parallel` (this rank's share of the full weights; on a host
+  // backend). InvalidArgument naming the config field when a width does not divide by the
+  // tensor-parallel size; Unimplemented for FP8 block-scaled checkpoints under TP.
+  static StatusOr<std::unique_ptr<DeepseekV2Model>> create(ModelConfig config,
+                                                           DeepseekWeights weights,
+                                                           Backend& backend,
+                                                           const ModelParallel& parallel);
+  // The dims one of `tp_size` tensor-parallel ranks computes with (heads and intermediate
+  // widths divided), for activation_bytes.
+  static ModelConfig rank_config(const ModelConfig& config, int tp_size);
 
   const ModelConfig& config() const { return config_; }
   const WeightBytes& weight_bytes() const { return weight_bytes_; }
@@ -64,8 +84,9 @@ class DeepseekV2Model {
   StatusOr<StepContext*> plan(const ForwardBatch& batch, const KvCache& cache);
   // Runs the planned step, writing its tokens into `cache`. Returns the logits
   // of batch.logits_rows: [n_logits, vocab] F32 on the backend, a view of the
-  // arena valid until the next plan().
-  Tensor forward(StepContext& ctx, const KvCache& cache);
+  // arena valid until the next plan(). Fails only when a tensor-parallel
+  // all-reduce does (a peer died or stalled).
+  StatusOr<Tensor> forward(StepContext& ctx, const KvCache& cache);
   // plan() then forward().
   StatusOr<Tensor> forward(const ForwardBatch& batch, const KvCache& cache);
 
@@ -78,7 +99,11 @@ class DeepseekV2Model {
     FusedMoE moe;  // MoE layers
     bool is_moe = false;
   };
+  DeepseekV2Model(ModelConfig config, WeightBytes bytes, Backend& backend);
   Status validate(const ForwardBatch& batch, const KvCache& cache) const;
+  Status build_layers(DeepseekWeights weights, const ShardSpec& tp);
+  // Sums a branch's partial output over the tensor-parallel ranks (nothing on one rank).
+  Status reduce(const Tensor& y);
 
   ModelConfig config_;
   WeightBytes weight_bytes_;
@@ -88,6 +113,8 @@ class DeepseekV2Model {
   std::vector<DecoderLayer> layers_;
   LmHead lm_head_;
   std::unique_ptr<StepContext> ctx_;
+  Communicator* tp_ = nullptr;
+  int tp_size_ = 1;
 };
 
 }  // namespace moeserve

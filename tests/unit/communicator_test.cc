@@ -20,6 +20,7 @@
 #include "absl/strings/str_join.h"
 #include "common/status.h"
 #include "seeded_test.h"
+#include "tests/support/rank_group.h"
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
@@ -63,24 +64,6 @@ absl::Status expect_near(std::span<const float> got, std::span<const float> want
   return absl::OkStatus();
 }
 
-using RankBody = std::function<absl::Status(Communicator& comm)>;
-
-// What one rank process left behind.
-struct RankOutcome {
-  bool exited = false;  // exited on its own (not by a signal, not killed by us)
-  int exit_code = -1;
-  std::string report;  // its Status, or why it did not report
-};
-
-// Reads everything left in the pipe (the child has ended, so this does not block).
-std::string drain(int fd) {
-  std::string out;
-  char buf[4096];
-  ssize_t n;
-  while ((n = read(fd, buf, sizeof(buf))) > 0) out.append(buf, static_cast<size_t>(n));
-  return out;
-}
-
 class GlooGroupTest : public test::SeededTest {
  protected:
   void SetUp() override {
@@ -94,74 +77,14 @@ class GlooGroupTest : public test::SeededTest {
     SeededTest::TearDown();
   }
 
-  // Forks world_size ranks that join one group and run body; returns once every child has been
-  // reaped (killed past kChildLimit).
+  // Forks world_size ranks that join one group and run body (tests/support/rank_group.h).
   std::vector<RankOutcome> run_group(int world_size, const RankBody& body) {
-    const std::string prefix = absl::StrCat("group", n_groups_++);
-    std::vector<pid_t> pids(world_size, -1);
-    std::vector<int> pipes(world_size, -1);
-    for (int r = 0; r < world_size; ++r) {
-      int fds[2];
-      if (pipe(fds) != 0) break;
-      const pid_t pid = fork();
-      if (pid == 0) {
-        close(fds[0]);
-        GlooOptions options{.rank = r,
-                            .world_size = world_size,
-                            .store_dir = store_dir_,
-                            .prefix = prefix,
-                            .host = "127.0.0.1",
-                            .timeout = kGroupTimeout};
-        absl::Status status;
-        auto comm = create_gloo_communicator(options);
-        if (!comm.ok()) {
-          status = comm.status();
-        } else {
-          status = body(**comm);
-          comm->reset();
-        }
-        const std::string report = status.ToString().substr(0, 4000);
-        (void)!write(fds[1], report.data(), report.size());
-        _exit(status.ok() ? 0 : 1);
-      }
-      close(fds[1]);
-      if (pid < 0) {
-        close(fds[0]);
-        break;
-      }
-      pids[r] = pid;
-      pipes[r] = fds[0];
-    }
-    std::vector<RankOutcome> outcomes(world_size);
-    const auto deadline = Clock::now() + kChildLimit;
-    for (int r = 0; r < world_size; ++r) {
-      if (pids[r] < 0) {
-        outcomes[r].report = "could not start (pipe or fork failed)";
-        continue;
-      }
-      int wstatus = 0;
-      pid_t done = 0;
-      while ((done = waitpid(pids[r], &wstatus, WNOHANG)) == 0 && Clock::now() < deadline) {
-        std::this_thread::sleep_for(milliseconds(5));
-      }
-      bool killed = false;
-      if (done == 0) {
-        kill(pids[r], SIGKILL);
-        waitpid(pids[r], &wstatus, 0);
-        killed = true;
-      }
-      outcomes[r].report = drain(pipes[r]);
-      close(pipes[r]);
-      if (killed) {
-        outcomes[r].report += " [killed: still running after the limit]";
-      } else if (WIFEXITED(wstatus)) {
-        outcomes[r].exited = true;
-        outcomes[r].exit_code = WEXITSTATUS(wstatus);
-      } else if (WIFSIGNALED(wstatus)) {
-        outcomes[r].report += absl::StrCat(" [died of signal ", WTERMSIG(wstatus), "]");
-      }
-    }
-    return outcomes;
+    return run_rank_group({.world_size = world_size,
+                           .store_dir = store_dir_,
+                           .prefix = absl::StrCat("group", n_groups_++),
+                           .group_timeout = kGroupTimeout,
+                           .child_limit = kChildLimit},
+                          body);
   }
 
   // Every rank must exit 0 having reported OK.

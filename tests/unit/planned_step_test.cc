@@ -83,9 +83,10 @@ TEST(PlannedStepTest, DecodeStepsAllocateNothingAfterWarmUp) {
   auto decode = [&] {
     auto step = m.plan(batcher.make(next, len), cache);
     ASSERT_TRUE(step.ok()) << step.status();
-    const Tensor out = m.forward(**step, cache);
-    ASSERT_EQ(out.dim(0), n_seqs);
-    next = next_tokens(out);
+    auto out = m.forward(**step, cache);
+    ASSERT_TRUE(out.ok()) << out.status();
+    ASSERT_EQ(out->dim(0), n_seqs);
+    next = next_tokens(*out);
     for (int& l : len) ++l;
   };
   decode();  // warm-up
@@ -118,7 +119,7 @@ TEST(PlannedStepTest, LargestStepUsesExactlyTheReservedArena) {
     for (int t = 0; t < n_tokens; ++t) tokens[static_cast<size_t>(t % n_seqs)].push_back(t % 50);
     auto step = m.plan(Batcher{block_size, per_seq}.make(tokens, {0, 0, 0}), cache);
     ASSERT_TRUE(step.ok()) << step.status();
-    m.forward(**step, cache);
+    ASSERT_TRUE(m.forward(**step, cache).ok());
     EXPECT_EQ((*step)->arena().high_water(), want);
     EXPECT_EQ(m.arena_bytes(), want) << "the context grew for a step within its limits";
   }
@@ -196,6 +197,18 @@ TEST(ShardWeightTest, RowsAndColumnsOfEachRank) {
   ASSERT_FALSE(uneven.ok());
   EXPECT_NE(uneven.status().message().find("does not divide"), std::string::npos);
   EXPECT_FALSE(shard_weight(w, 0, {.rank = 2, .world = 2}).ok());
+  // Stacked blocks: rows [g0 g1; u0 u1] give rank 1 [g1; u1].
+  auto stacked = shard_weight(w, 0, {.rank = 1, .world = 2}, 2);
+  ASSERT_TRUE(stacked.ok()) << stacked.status();
+  EXPECT_EQ(to_f32_vector(*stacked),
+            (std::vector<float>{6, 7, 8, 9, 10, 11, 18, 19, 20, 21, 22, 23}));
+  EXPECT_FALSE(shard_weight(w, 1, {.rank = 0, .world = 2}, 2).ok()) << "6 into 2 x 2";
+  // Leading dims are kept: [2, 2, 3] by its last dim's 3 columns over 3 ranks.
+  const Tensor w3 = w.reshape({2, 2, 6});
+  auto last = shard_weight(w3, 2, {.rank = 1, .world = 3});
+  ASSERT_TRUE(last.ok()) << last.status();
+  EXPECT_EQ(last->shape(), (std::vector<int64_t>{2, 2, 2}));
+  EXPECT_EQ(to_f32_vector(*last), (std::vector<float>{2, 3, 8, 9, 14, 15, 20, 21}));
 }
 
 }  // namespace

@@ -26,10 +26,13 @@ struct ShardSpec {
   int64_t end(int64_t n) const { return n / world * (rank + 1); }
 };
 
-// This rank's rows (dim 0) or columns (dim 1) of a full host weight [m, k],
-// as a contiguous host tensor (a view when it already is one). InvalidArgument
-// when the dimension does not divide by the world size.
-StatusOr<Tensor> shard_weight(const Tensor& full, int dim, const ShardSpec& shard);
+// This rank's share of `dim` of a contiguous host weight, as a contiguous host
+// tensor (a view when it already is one: whole leading rows). With `parts` >
+// 1 the dimension holds that many equal stacked blocks (gate rows then up
+// rows), and the rank takes its share of each: [g_r; u_r], not a slice of the
+// stack. InvalidArgument when the dimension does not divide into parts ×
+// world; Unimplemented for weights with scales (shard before quantizing).
+StatusOr<Tensor> shard_weight(const Tensor& full, int dim, const ShardSpec& shard, int parts = 1);
 
 class Linear {
  public:
