@@ -40,6 +40,12 @@ struct GateParams {
   int top_k = 1;                       // experts per token
   bool norm_topk_prob = false;         // renormalise the k weights to sum to 1 (when top_k > 1)
   float routed_scaling_factor = 1.0f;  // applied after normalisation
+  // Expert parallelism: this rank holds experts [local_begin, local_begin + local_count).
+  // moe_gate selects over all experts as usual, then writes each chosen id as its index among
+  // the local ones, or -1 when another rank holds it (moe_ffn skips those). local_count < 0:
+  // every expert is local.
+  int local_begin = 0;
+  int local_count = -1;
 };
 
 // Per-step attention metadata, built once and shared by every layer. Token t
@@ -153,7 +159,8 @@ class Backend {
                         const Tensor& topk_ids, const Tensor& topk_weights) = 0;
 
   // Routed experts: out[t] = Σ_j topk_weights[t, j] · E_{topk_ids[t, j]}(x[t]),
-  // E_e(x) = w_down[e] · (silu(w_gate[e] x) * (w_up[e] x)). x, out: [n, d];
+  // E_e(x) = w_down[e] · (silu(w_gate[e] x) * (w_up[e] x)), over the ids ≥ 0 (an id of -1 is
+  // an expert another rank holds: it adds nothing here). x, out: [n, d];
   // w_gate_up: [E, 2f, d] (gate rows then up rows); w_down: [E, d, f].
   virtual void moe_ffn(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_weights,
                        const Tensor& w_gate_up, const Tensor& w_down, const Tensor& out) = 0;

@@ -72,7 +72,7 @@ DeepseekV2Model::DeepseekV2Model(ModelConfig config, WeightBytes bytes, Backend&
 
 DeepseekV2Model::DeepseekV2Model(ModelConfig config, DeepseekWeights weights, Backend& backend)
     : DeepseekV2Model(std::move(config), weights.bytes, backend) {
-  const Status built = build_layers(std::move(weights), kOneRank);
+  const Status built = build_layers(std::move(weights), kOneRank, kOneRank);
   MS_CHECK(built.ok(), "one-rank model: ", built.ToString());
 }
 
@@ -80,8 +80,29 @@ StatusOr<std::unique_ptr<DeepseekV2Model>> DeepseekV2Model::create(ModelConfig c
                                                                    DeepseekWeights weights,
                                                                    Backend& backend,
                                                                    const ModelParallel& parallel) {
-  const int world = parallel.tp != nullptr ? parallel.tp->world_size() : 1;
-  const ShardSpec tp{.rank = parallel.tp != nullptr ? parallel.tp->rank() : 0, .world = world};
+  auto spec = [](const Communicator* group) {
+    return group == nullptr ? ShardSpec{}
+                            : ShardSpec{.rank = group->rank(), .world = group->world_size()};
+  };
+  const ShardSpec tp = spec(parallel.tp), ep = spec(parallel.ep);
+  const int world = tp.world;
+  if (!tp.single() && !ep.single()) {
+    return absl::UnimplementedError("tensor and expert parallelism together need sub-groups");
+  }
+  if (!ep.single()) {
+    const int64_t n_experts = config.n_routed_experts.value_or(0);
+    if (n_experts == 0 || n_experts % ep.world != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("config.json: n_routed_experts = ", n_experts,
+                       " does not divide by the expert-parallel size ", ep.world));
+    }
+  }
+  if (world > 1 || !ep.single()) {
+    if (backend.device() != Device::kCpu) {
+      return absl::UnimplementedError(absl::StrCat(
+          "parallelism over host collectives needs a host backend, not ", backend.name()));
+    }
+  }
   if (world > 1) {
     const std::pair<const char*, int64_t> widths[] = {
         {"num_attention_heads", config.num_attention_heads},
@@ -95,15 +116,12 @@ StatusOr<std::unique_ptr<DeepseekV2Model>> DeepseekV2Model::create(ModelConfig c
                          " does not divide by the tensor-parallel size ", world));
       }
     }
-    if (backend.device() != Device::kCpu) {
-      return absl::UnimplementedError(absl::StrCat(
-          "tensor parallelism over host collectives needs a host backend, not ", backend.name()));
-    }
   }
   std::unique_ptr<DeepseekV2Model> model(
       new DeepseekV2Model(std::move(config), weights.bytes, backend));
-  RETURN_IF_ERROR(model->build_layers(std::move(weights), tp));
-  model->tp_ = parallel.tp;
+  RETURN_IF_ERROR(model->build_layers(std::move(weights), tp, ep));
+  if (!tp.single()) model->tp_ = parallel.tp;
+  if (!ep.single()) model->ep_ = parallel.ep;
   model->tp_size_ = world;
   return model;
 }
@@ -116,7 +134,8 @@ ModelConfig DeepseekV2Model::rank_config(const ModelConfig& config, int tp_size)
   return c;
 }
 
-Status DeepseekV2Model::build_layers(DeepseekWeights weights, const ShardSpec& tp) {
+Status DeepseekV2Model::build_layers(DeepseekWeights weights, const ShardSpec& tp,
+                                     const ShardSpec& ep) {
   const ModelConfig& c = config_;
   const float eps = c.rms_norm_eps;
   // This rank's share of a weight: `dim` split over the ranks, in `parts` stacked blocks.
@@ -134,7 +153,12 @@ Status DeepseekV2Model::build_layers(DeepseekWeights weights, const ShardSpec& t
                     ColumnParallelLinear(std::move(weights.lm_head), kOneRank));
   MlaAttention::Dims dims = mla_dims(c);
   dims.n_heads /= tp.world;
-  const GateParams gate = c.gate_params();
+  GateParams gate = c.gate_params();
+  const int64_t n_experts = c.n_routed_experts.value_or(0);
+  if (!ep.single()) {
+    gate.local_begin = static_cast<int>(ep.begin(n_experts));
+    gate.local_count = static_cast<int>(ep.end(n_experts) - ep.begin(n_experts));
+  }
   for (int i = 0; i < static_cast<int>(weights.layers.size()); ++i) {
     DeepseekLayerWeights& w = weights.layers[static_cast<size_t>(i)];
     DecoderLayer layer;
@@ -166,12 +190,16 @@ Status DeepseekV2Model::build_layers(DeepseekWeights weights, const ShardSpec& t
     };
     layer.is_moe = c.is_moe_layer(i);
     if (layer.is_moe) {
-      DenseMlp shared;
-      if (w.shared_gate_up.defined()) {
+      DenseMlp shared;  // under EP on rank 0 only, so the sum counts it once
+      if (w.shared_gate_up.defined() && ep.rank == 0) {
         ASSIGN_OR_RETURN(shared, mlp(w.shared_gate_up, w.shared_down));
       }
       ASSIGN_OR_RETURN(Tensor experts_gate_up, shard(w.experts_gate_up, 1, 2));
       ASSIGN_OR_RETURN(Tensor experts_down, shard(w.experts_down, 2));
+      if (!ep.single()) {  // this rank's experts: whole leading rows, block scales with them
+        experts_gate_up = experts_gate_up.slice(0, ep.begin(n_experts), ep.end(n_experts));
+        experts_down = experts_down.slice(0, ep.begin(n_experts), ep.end(n_experts));
+      }
       layer.moe = FusedMoE({.router = Linear(std::move(w.router)),
                             .router_bias = std::move(w.router_bias),
                             .experts_gate_up = std::move(experts_gate_up),
@@ -186,10 +214,10 @@ Status DeepseekV2Model::build_layers(DeepseekWeights weights, const ShardSpec& t
   return absl::OkStatus();
 }
 
-Status DeepseekV2Model::reduce(const Tensor& y) {
-  if (tp_size_ == 1) return absl::OkStatus();
+Status DeepseekV2Model::reduce(const Tensor& y, Communicator* group) {
+  if (group == nullptr) return absl::OkStatus();
   backend_.synchronize();
-  return tp_->all_reduce_sum({y.data<float>(), static_cast<size_t>(y.numel())});
+  return group->all_reduce_sum({y.data<float>(), static_cast<size_t>(y.numel())});
 }
 
 void DeepseekV2Model::reserve(const StepLimits& limits) {
@@ -279,14 +307,14 @@ StatusOr<Tensor> DeepseekV2Model::forward(StepContext& ctx, const KvCache& cache
       l.attn_norm.add_forward(be, x, y, h);
     }
     l.attention.forward(be, ctx, h, cache.layer(static_cast<int>(i)), y);
-    RETURN_IF_ERROR(reduce(y));
+    RETURN_IF_ERROR(reduce(y, tp_));
     l.ffn_norm.add_forward(be, x, y, h);
     if (l.is_moe) {
       l.moe.forward(be, arena, h, y);
     } else {
       l.mlp.forward(be, arena, h, y);
     }
-    RETURN_IF_ERROR(reduce(y));
+    RETURN_IF_ERROR(reduce(y, l.is_moe && ep_ != nullptr ? ep_ : tp_));
   }
   if (!layers_.empty()) be.add(x, y, x);
   lm_head_.forward(be, ctx, x, logits);

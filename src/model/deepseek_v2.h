@@ -28,13 +28,22 @@ namespace moeserve {
 
 class Checkpoint;
 
-// How this process's model is sharded. Tensor parallelism (`tp`, world > 1):
-// MLA heads, the dense and shared MLPs' and every expert's intermediate width
-// split over the ranks (column-parallel in, row-parallel out), one all-reduce
-// after each attention and each MLP/MoE branch; the latent KV cache, the
-// router, norms, embedding and LM head are replicated. A null `tp` is one rank.
+// How this process's model is sharded; a null group is one rank.
+//  - Tensor parallelism (`tp`): MLA heads, the dense and shared MLPs' and every
+//    expert's intermediate width split over the ranks (column-parallel in,
+//    row-parallel out), one all-reduce after each attention and each MLP/MoE
+//    branch; the latent KV cache, router, norms, embedding and LM head are
+//    replicated.
+//  - Expert parallelism (`ep`): each rank holds n_routed_experts / ep of the
+//    routed experts; attention and dense layers are replicated, every rank
+//    routes every token, computes its own experts' share (rank 0 also the
+//    shared experts), and one all-reduce per MoE layer sums the shares. (With
+//    data-parallel attention the tokens would differ per rank and travel by
+//    all-to-all instead.)
+// One of the two for now: TP × EP needs sub-groups.
 struct ModelParallel {
   Communicator* tp = nullptr;  // must outlive the model
+  Communicator* ep = nullptr;
 };
 
 class DeepseekV2Model {
@@ -55,7 +64,8 @@ class DeepseekV2Model {
   DeepseekV2Model(ModelConfig config, DeepseekWeights weights, Backend& backend);
   // Loaded weights sharded for `parallel` (this rank's share of the full weights; on a host
   // backend). InvalidArgument naming the config field when a width does not divide by the
-  // tensor-parallel size; Unimplemented for FP8 block-scaled checkpoints under TP.
+  // tensor-parallel size, or the expert count by the expert-parallel size; Unimplemented for
+  // FP8 block-scaled checkpoints under TP, and for TP and EP together.
   static StatusOr<std::unique_ptr<DeepseekV2Model>> create(ModelConfig config,
                                                            DeepseekWeights weights,
                                                            Backend& backend,
@@ -101,9 +111,9 @@ class DeepseekV2Model {
   };
   DeepseekV2Model(ModelConfig config, WeightBytes bytes, Backend& backend);
   Status validate(const ForwardBatch& batch, const KvCache& cache) const;
-  Status build_layers(DeepseekWeights weights, const ShardSpec& tp);
-  // Sums a branch's partial output over the tensor-parallel ranks (nothing on one rank).
-  Status reduce(const Tensor& y);
+  Status build_layers(DeepseekWeights weights, const ShardSpec& tp, const ShardSpec& ep);
+  // Sums a branch's partial output over `group` (nothing without one).
+  Status reduce(const Tensor& y, Communicator* group);
 
   ModelConfig config_;
   WeightBytes weight_bytes_;
@@ -113,7 +123,8 @@ class DeepseekV2Model {
   std::vector<DecoderLayer> layers_;
   LmHead lm_head_;
   std::unique_ptr<StepContext> ctx_;
-  Communicator* tp_ = nullptr;
+  Communicator* tp_ = nullptr;  // null: one rank
+  Communicator* ep_ = nullptr;
   int tp_size_ = 1;
 };
 

@@ -408,6 +408,12 @@ void CpuBackend::moe_gate(const Tensor& logits, const Tensor& bias, const GatePa
       if (params.norm_topk_prob && k > 1) w[j] = static_cast<float>(w[j] / sum);
       w[j] *= params.routed_scaling_factor;
     }
+    if (params.local_count >= 0) {
+      for (int j = 0; j < k; ++j) {
+        const int local = ids[j] - params.local_begin;
+        ids[j] = local >= 0 && local < params.local_count ? local : -1;
+      }
+    }
   }
 }
 
@@ -423,6 +429,7 @@ void CpuBackend::moe_ffn(const Tensor& x, const Tensor& topk_ids, const Tensor& 
   for (int64_t t = 0; t < n; ++t) {
     for (int64_t j = 0; j < k; ++j) {
       const int32_t e = row<int32_t>(topk_ids, t)[j];
+      if (e == -1) continue;  // held by another rank
       MS_CHECK(e >= 0 && e < n_experts, "expert id ", e, " out of range");
       routed[static_cast<size_t>(e)].push_back({t, row<float>(topk_weights, t)[j]});
     }

@@ -1,8 +1,9 @@
-// Tensor parallelism over Gloo (DeepseekV2Model::create with ModelParallel): two rank
-// processes on 127.0.0.1, each holding its share of the heads and intermediate widths, give
-// the logits of the single-process model within 1e-5 (F32 sums in another order) and its
-// greedy tokens, for a prefill and 16 decode steps, on the tiny golden checkpoints and the
-// bundled model. Widths that do not divide, and FP8 block-scaled weights, are refused.
+// Tensor and expert parallelism over Gloo (DeepseekV2Model::create with ModelParallel): rank
+// processes on 127.0.0.1 — TP = 2 holding shares of the heads and intermediate widths, EP = 2
+// and EP = 4 holding shares of the routed experts — give the logits of the single-process
+// model within 1e-5 (F32 sums in another order) and its greedy tokens, for a prefill and 16
+// decode steps, on the tiny golden checkpoints and the bundled model. Widths or expert counts
+// that do not divide, FP8 block-scaled weights under TP, and TP with EP are refused.
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -89,10 +90,23 @@ Status compare(const GreedyRun& got, const GreedyRun& want, int rank) {
   return absl::OkStatus();
 }
 
-class TensorParallelTest : public ::testing::TestWithParam<std::string> {
+enum class Layout { kTp, kEp };
+
+struct ParallelCase {
+  Layout layout;
+  int world;
+  std::string checkpoint;
+};
+
+std::string case_name(const ::testing::TestParamInfo<ParallelCase>& info) {
+  return absl::StrCat(info.param.layout == Layout::kTp ? "tp" : "ep", info.param.world, "_",
+                      info.param.checkpoint);
+}
+
+class ModelParallelTest : public ::testing::TestWithParam<ParallelCase> {
  protected:
   void SetUp() override {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "tensor_parallel_test.XXXXXX");
+    std::string tmpl = (std::filesystem::temp_directory_path() / "model_parallel_test.XXXXXX");
     ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
     store_dir_ = tmpl;
   }
@@ -100,8 +114,9 @@ class TensorParallelTest : public ::testing::TestWithParam<std::string> {
   std::string store_dir_;
 };
 
-TEST_P(TensorParallelTest, TwoRanksMatchOneRank) {
-  const std::string dir = model_dir(GetParam());
+TEST_P(ModelParallelTest, RanksMatchOneRank) {
+  const ParallelCase& c = GetParam();
+  const std::string dir = model_dir(c.checkpoint);
   const std::vector<int32_t> prompt = {1, 17, 42, 5, 99, 23, 8, 64, 3, 11, 77};
   // The reference, before forking: the children inherit it.
   CpuBackend cpu(1);
@@ -109,32 +124,44 @@ TEST_P(TensorParallelTest, TwoRanksMatchOneRank) {
   ASSERT_TRUE(one.ok()) << one.status();
   auto want = greedy(**one, prompt, nullptr);
   ASSERT_TRUE(want.ok()) << want.status();
-  const std::vector<RankOutcome> outcomes =
-      run_rank_group({.world_size = 2,
-                      .store_dir = store_dir_,
-                      .prefix = "tp",
-                      .child_limit = std::chrono::seconds(60)},
-                     [&](Communicator& comm) -> Status {
-                       CpuBackend be(1);
-                       ASSIGN_OR_RETURN(auto model, load(dir, be, {.tp = &comm}));
-                       ASSIGN_OR_RETURN(GreedyRun got, greedy(*model, prompt, &*want));
-                       return compare(got, *want, comm.rank());
-                     });
+  const std::vector<RankOutcome> outcomes = run_rank_group(
+      {.world_size = c.world,
+       .store_dir = store_dir_,
+       .prefix = "group",
+       .child_limit = std::chrono::seconds(60)},
+      [&](Communicator& comm) -> Status {
+        CpuBackend be(1);
+        const ModelParallel parallel =
+            c.layout == Layout::kTp ? ModelParallel{.tp = &comm} : ModelParallel{.ep = &comm};
+        ASSIGN_OR_RETURN(auto model, load(dir, be, parallel));
+        ASSIGN_OR_RETURN(GreedyRun got, greedy(*model, prompt, &*want));
+        return compare(got, *want, comm.rank());
+      });
   for (size_t r = 0; r < outcomes.size(); ++r) {
     EXPECT_TRUE(outcomes[r].exited && outcomes[r].exit_code == 0)
         << "rank " << r << ": " << outcomes[r].report;
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Checkpoints, TensorParallelTest,
-                         ::testing::Values("v2_lite_tiny", "v3_tiny", "v3_bf16_tiny",
-                                           "v2_yarn_mscale_tiny", "bundled"));
+INSTANTIATE_TEST_SUITE_P(Checkpoints, ModelParallelTest,
+                         ::testing::Values(ParallelCase{Layout::kTp, 2, "v2_lite_tiny"},
+                                           ParallelCase{Layout::kTp, 2, "v3_tiny"},
+                                           ParallelCase{Layout::kTp, 2, "v3_bf16_tiny"},
+                                           ParallelCase{Layout::kTp, 2, "v2_yarn_mscale_tiny"},
+                                           ParallelCase{Layout::kTp, 2, "bundled"},
+                                           ParallelCase{Layout::kEp, 2, "v2_lite_tiny"},
+                                           ParallelCase{Layout::kEp, 2, "v3_fp8_tiny"},
+                                           ParallelCase{Layout::kEp, 4, "v3_tiny"},
+                                           ParallelCase{Layout::kEp, 4, "v2_tiny"},
+                                           ParallelCase{Layout::kEp, 4, "bundled"}),
+                         case_name);
 
-// A group of two that is never used: create() only asks its size and rank.
+// A group that is never used: create() only asks its size and rank.
 class IdleGroup final : public Communicator {
  public:
+  explicit IdleGroup(int world = 2) : world_(world) {}
   int rank() const override { return 0; }
-  int world_size() const override { return 2; }
+  int world_size() const override { return world_; }
 
  private:
   Status unused() { return absl::InternalError("the idle group carries nothing"); }
@@ -154,9 +181,10 @@ class IdleGroup final : public Communicator {
   Status send_impl(std::span<const float>, int, uint32_t) override { return unused(); }
   Status recv_impl(std::span<float>, int, uint32_t) override { return unused(); }
   Status barrier_impl() override { return unused(); }
+  int world_;
 };
 
-TEST(TensorParallelRefusalTest, WidthsThatDoNotDivideAndFp8AreRefused) {
+TEST(ModelParallelRefusalTest, WhatDoesNotDivideAndWhatIsNotShardableIsRefused) {
   CpuBackend be(1);
   IdleGroup group;
   auto three_heads = load(model_dir("v2_tiny"), be, {.tp = &group});  // 3 heads over 2 ranks
@@ -168,6 +196,15 @@ TEST(TensorParallelRefusalTest, WidthsThatDoNotDivideAndFp8AreRefused) {
   ASSERT_FALSE(fp8.ok());
   EXPECT_EQ(fp8.status().code(), absl::StatusCode::kUnimplemented) << fp8.status();
   EXPECT_NE(fp8.status().message().find("FP8"), std::string::npos) << fp8.status();
+  IdleGroup four(4);
+  auto six_experts = load(model_dir("v3_fp8_tiny"), be, {.ep = &four});  // 6 experts over 4
+  ASSERT_FALSE(six_experts.ok());
+  EXPECT_EQ(six_experts.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(six_experts.status().message().find("n_routed_experts = 6"), std::string::npos)
+      << six_experts.status();
+  auto both = load(model_dir("v3_tiny"), be, {.tp = &group, .ep = &group});
+  ASSERT_FALSE(both.ok());
+  EXPECT_EQ(both.status().code(), absl::StatusCode::kUnimplemented) << both.status();
 }
 
 }  // namespace
