@@ -126,6 +126,9 @@ struct ScalarTiles {
   }
 };
 
+// The tiles' loops over weight and activation rows have constant trip counts;
+// they are unrolled by hand-placed pragmas (GCC at -O2 would keep them as
+// loops, with the sums in memory instead of registers).
 struct Avx2Tiles {
   // 16 ymm registers: kW · kX sums, kX activations, the weights, |w|, ones.
   static constexpr int kW = 4, kX = 2;
@@ -135,22 +138,28 @@ struct Avx2Tiles {
                                                   int64_t out_ld) {
     const int64_t k = x.k, k32 = k / 32 * 32;
     const int8_t* wr[kWr];
-    for (int a = 0; a < kWr; ++a) wr[a] = weight_row(w, j0 + a);
     const int8_t* xr[kXr];
-    for (int r = 0; r < kXr; ++r) xr[r] = x.q + (r0 + r) * k;
     __m256i acc[kWr][kXr];
-    for (auto& row : acc) {
-      for (__m256i& v : row) v = _mm256_setzero_si256();
+#pragma GCC unroll 4
+    for (int a = 0; a < kWr; ++a) {
+      wr[a] = weight_row(w, j0 + a);
+#pragma GCC unroll 4
+      for (int r = 0; r < kXr; ++r) acc[a][r] = _mm256_setzero_si256();
     }
+#pragma GCC unroll 4
+    for (int r = 0; r < kXr; ++r) xr[r] = x.q + (r0 + r) * k;
     const __m256i ones = _mm256_set1_epi16(1);
     for (int64_t i = 0; i < k32; i += 32) {
       __m256i xv[kXr];
+#pragma GCC unroll 4
       for (int r = 0; r < kXr; ++r) {
         xv[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xr[r] + i));
       }
+#pragma GCC unroll 4
       for (int a = 0; a < kWr; ++a) {
         const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr[a] + i));
         const __m256i wabs = _mm256_sign_epi8(wv, wv);
+#pragma GCC unroll 4
         for (int r = 0; r < kXr; ++r) {
           // |w| · sign(x, w) = w · x; a pair of products is at most 2 · 127 · 127,
           // so the 16-bit sums never saturate.
@@ -159,7 +168,9 @@ struct Avx2Tiles {
         }
       }
     }
+#pragma GCC unroll 4
     for (int a = 0; a < kWr; ++a) {
+#pragma GCC unroll 4
       for (int r = 0; r < kXr; ++r) {
         int32_t total = hsum256_epi32(acc[a][r]);
         for (int64_t i = k32; i < k; ++i) total += int32_t{xr[r][i]} * int32_t{wr[a][i]};
@@ -172,40 +183,55 @@ struct Avx2Tiles {
 struct Avx512VnniTiles {
   // 32 zmm registers: 16 sums, 4 weight sums, 4 activations, the weights, constants.
   static constexpr int kW = 4, kX = 4;
+
+  // One 64-byte step at column i; `mask` selects the bytes below k. Masked-off
+  // weights are zero, so whatever the activation bytes there hold does not count.
+  template <int kWr, int kXr>
+  __attribute__((target("avx2,avx512f,avx512bw,avx512vnni"), always_inline)) static inline void
+  step(const int8_t* const (&xr)[kXr], const int8_t* const (&wr)[kWr], int64_t i, __mmask64 mask,
+       __m512i (&acc)[kWr][kXr], __m512i (&wsum)[kWr]) {
+    // vpdpbusd multiplies unsigned by signed bytes: x + 128 is unsigned, and
+    // Σ (x + 128) · w = Σ x · w + 128 · Σ w, with Σ w from a second vpdpbusd.
+    const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+    const __m512i ones = _mm512_set1_epi8(1);
+    __m512i xv[kXr];
+#pragma GCC unroll 4
+    for (int r = 0; r < kXr; ++r) {
+      xv[r] = _mm512_xor_si512(_mm512_maskz_loadu_epi8(mask, xr[r] + i), flip);
+    }
+#pragma GCC unroll 4
+    for (int a = 0; a < kWr; ++a) {
+      const __m512i wv = _mm512_maskz_loadu_epi8(mask, wr[a] + i);
+      wsum[a] = _mm512_dpbusd_epi32(wsum[a], ones, wv);
+#pragma GCC unroll 4
+      for (int r = 0; r < kXr; ++r) acc[a][r] = _mm512_dpbusd_epi32(acc[a][r], xv[r], wv);
+    }
+  }
+
   template <int kWr, int kXr>
   __attribute__((target("avx2,avx512f,avx512bw,avx512vnni"))) static void run(
       const QuantizedRows& x, int64_t r0, const WeightView& w, int64_t j0, float* out,
       int64_t out_ld) {
     const int64_t k = x.k;
     const int8_t* wr[kWr];
-    for (int a = 0; a < kWr; ++a) wr[a] = weight_row(w, j0 + a);
     const int8_t* xr[kXr];
-    for (int r = 0; r < kXr; ++r) xr[r] = x.q + (r0 + r) * k;
     __m512i acc[kWr][kXr], wsum[kWr];
+#pragma GCC unroll 4
     for (int a = 0; a < kWr; ++a) {
+      wr[a] = weight_row(w, j0 + a);
       wsum[a] = _mm512_setzero_si512();
+#pragma GCC unroll 4
       for (int r = 0; r < kXr; ++r) acc[a][r] = _mm512_setzero_si512();
     }
-    // vpdpbusd multiplies unsigned by signed bytes: x + 128 is unsigned, and
-    // Σ (x + 128) · w = Σ x · w + 128 · Σ w, with Σ w from a second vpdpbusd.
-    const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
-    const __m512i ones = _mm512_set1_epi8(1);
-    for (int64_t i = 0; i < k; i += 64) {
-      // The last step loads only the remaining bytes; the weights beyond k
-      // are zero, so the activation bytes there do not count.
-      const __mmask64 mask = k - i >= 64 ? ~__mmask64{0} : (__mmask64{1} << (k - i)) - 1;
-      __m512i xv[kXr];
-      for (int r = 0; r < kXr; ++r) {
-        xv[r] = _mm512_xor_si512(_mm512_maskz_loadu_epi8(mask, xr[r] + i), flip);
-      }
-      for (int a = 0; a < kWr; ++a) {
-        const __m512i wv = _mm512_maskz_loadu_epi8(mask, wr[a] + i);
-        wsum[a] = _mm512_dpbusd_epi32(wsum[a], ones, wv);
-        for (int r = 0; r < kXr; ++r) acc[a][r] = _mm512_dpbusd_epi32(acc[a][r], xv[r], wv);
-      }
-    }
+#pragma GCC unroll 4
+    for (int r = 0; r < kXr; ++r) xr[r] = x.q + (r0 + r) * k;
+    int64_t i = 0;
+    for (; i + 64 <= k; i += 64) step<kWr, kXr>(xr, wr, i, ~__mmask64{0}, acc, wsum);
+    if (i < k) step<kWr, kXr>(xr, wr, i, (__mmask64{1} << (k - i)) - 1, acc, wsum);
+#pragma GCC unroll 4
     for (int a = 0; a < kWr; ++a) {
       const int32_t correction = 128 * hsum512_epi32(wsum[a]);
+#pragma GCC unroll 4
       for (int r = 0; r < kXr; ++r) {
         const int32_t total = hsum512_epi32(acc[a][r]) - correction;
         out[(r0 + r) * out_ld + j0 + a] = finish(total, x.s[r0 + r], w.scale(j0 + a, 0));
