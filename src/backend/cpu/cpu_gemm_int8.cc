@@ -313,6 +313,8 @@ Int8Kernel best_int8_kernel() {
 }
 
 float quantize_activation_row(const float* x, int64_t k, int8_t* q, Int8Kernel kernel) {
+  MS_CHECK(int8_kernel_supported(kernel), "INT8 kernel ", int8_kernel_name(kernel),
+           " does not run on this CPU");
   return kernel == Int8Kernel::kScalar ? quantize_row_scalar(x, k, q) : quantize_row_avx2(x, k, q);
 }
 
