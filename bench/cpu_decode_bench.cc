@@ -5,7 +5,10 @@
 // with copy bandwidth in bytes copied per second; "of read" uses the read
 // bandwidth (bytes summed per second) instead, the tighter bound.
 // The bytes are counted by a Backend decorator as the ops run, so only the
-// experts a step actually routes to are charged.
+// experts a step actually routes to are charged. With --int8, the same
+// weights are also quantized to INT8 W8A8 (backend/quantize.h: every
+// projection, expert and the LM head; the embedding, router and norms stay as
+// they are) and both models are timed in the same run.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -16,6 +19,7 @@
 #include <vector>
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/quantize.h"
 #include "engine/model_runner.h"
 
 namespace moeserve {
@@ -36,6 +40,7 @@ class CountingBackend final : public Backend {
   Tensor alloc(DType d, std::vector<int64_t> s) override { return inner_.alloc(d, std::move(s)); }
   void copy(const Tensor& a, const Tensor& b) override { inner_.copy(a, b); }
   void synchronize() override {}
+  Tensor prepare_weight(const Tensor& host) override { return inner_.prepare_weight(host); }
   void gather_rows(const Tensor& s, const Tensor& i, const Tensor& o) override {
     bytes += i.numel() * s.dim(1) * dtype_bits(s.dtype()) / 8;
     inner_.gather_rows(s, i, o);
@@ -143,12 +148,18 @@ Tensor random_tensor(Backend& be, DType dtype, std::vector<int64_t> shape, float
   return t;
 }
 
-DeepseekWeights random_weights(const ModelConfig& c, Backend& be, int64_t* n_params) {
+// Random BF16 weights; with `int8`, the projections quantized from them.
+DeepseekWeights random_weights(const ModelConfig& c, Backend& be, bool int8, int64_t* n_params) {
   uint64_t seed = 1;
   const DType bf = DType::kBF16;
-  auto mat = [&](int64_t rows, int64_t cols) {
+  auto raw = [&](int64_t rows, int64_t cols) {
     *n_params += rows * cols;
     return random_tensor(be, bf, {rows, cols}, 1.7f / std::sqrt(static_cast<float>(cols)), seed++);
+  };
+  auto prepared = [&](const Tensor& t) { return int8 ? be.prepare_weight(quantize_int8(t)) : t; };
+  auto mat = [&](int64_t rows, int64_t cols) { return prepared(raw(rows, cols)); };
+  auto stacked = [&](int64_t n, int64_t rows, int64_t cols) {
+    return prepared(raw(n * rows, cols).reshape({n, rows, cols}));
   };
   auto ones = [&](int64_t n) {
     Tensor t = be.alloc(DType::kF32, {n});
@@ -157,7 +168,7 @@ DeepseekWeights random_weights(const ModelConfig& c, Backend& be, int64_t* n_par
   };
   const int64_t d = c.hidden_size, h = c.num_attention_heads, r = c.kv_lora_rank;
   DeepseekWeights w;
-  w.embed = mat(c.vocab_size, d);
+  w.embed = raw(c.vocab_size, d);
   w.lm_head = mat(c.vocab_size, d);
   w.final_norm = ones(d);
   for (int i = 0; i < c.num_hidden_layers; ++i) {
@@ -167,15 +178,15 @@ DeepseekWeights random_weights(const ModelConfig& c, Backend& be, int64_t* n_par
     l.q_proj = mat(h * (c.qk_nope_head_dim + c.qk_rope_head_dim), d);
     l.kv_a = mat(r + c.qk_rope_head_dim, d);
     l.kv_a_norm = ones(r);
-    l.w_uk_t = mat(h * r, c.qk_nope_head_dim).reshape({h, r, c.qk_nope_head_dim});
-    l.w_uv = mat(h * c.v_head_dim, r).reshape({h, c.v_head_dim, r});
+    l.w_uk_t = stacked(h, r, c.qk_nope_head_dim);
+    l.w_uv = stacked(h, c.v_head_dim, r);
     l.o_proj = mat(d, h * c.v_head_dim);
     if (c.is_moe_layer(i)) {
       const int64_t e = *c.n_routed_experts, f = c.moe_intermediate_size;
       l.router =
           random_tensor(be, DType::kF32, {e, d}, 1.0f / std::sqrt(static_cast<float>(d)), seed++);
-      l.experts_gate_up = mat(e * 2 * f, d).reshape({e, 2 * f, d});
-      l.experts_down = mat(e * d, f).reshape({e, d, f});
+      l.experts_gate_up = stacked(e, 2 * f, d);
+      l.experts_down = stacked(e, d, f);
       l.shared_gate_up = mat(2 * f * c.n_shared_experts, d);
       l.shared_down = mat(d, f * c.n_shared_experts);
     } else {
@@ -239,50 +250,10 @@ double read_bandwidth(ThreadPool& pool) {
   return best;
 }
 
-}  // namespace
-}  // namespace moeserve
-
-int main(int argc, char** argv) {
-  using namespace moeserve;
-  int n_threads = 0, n_steps = 32, context = 64;
-  std::vector<int> batches = {1, 8};
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string flag = argv[i];
-    if (flag == "--threads")
-      n_threads = std::atoi(argv[i + 1]);
-    else if (flag == "--steps")
-      n_steps = std::atoi(argv[i + 1]);
-    else if (flag == "--context")
-      context = std::atoi(argv[i + 1]);
-    else if (flag == "--batch")
-      batches = {std::atoi(argv[i + 1])};
-    else {
-      std::fprintf(stderr,
-                   "usage: cpu_decode_bench [--threads N] [--steps N] [--context N] [--batch N]\n");
-      return 2;
-    }
-  }
-  CpuBackend cpu(n_threads);
-  CountingBackend be(cpu);
-  const ModelConfig config = bench_config();
-  int64_t n_params = 0;
-  const auto t0 = Clock::now();
-  DeepseekWeights weights = random_weights(config, be, &n_params);
-  DeepseekV2Model model(config, std::move(weights), be);
-  ThreadPool pool(n_threads);
-  const double bw = copy_bandwidth(pool);
-  const double read_bw = read_bandwidth(pool);
-  std::printf(
-      "model: DeepSeek-V2-Lite shape scaled: hidden %d, %d layers, %d experts (top-%d, %d shared), "
-      "%.3f B params BF16 (made in %.1f s)\n",
-      config.hidden_size, config.num_hidden_layers, *config.n_routed_experts,
-      config.num_experts_per_tok, config.n_shared_experts, static_cast<double>(n_params) / 1e9,
-      std::chrono::duration<double>(Clock::now() - t0).count());
-  std::printf(
-      "threads: %d; measured copy bandwidth %.2f GB/s (bytes copied/s), read bandwidth %.2f GB/s\n",
-      cpu.n_threads(), bw / 1e9, read_bw / 1e9);
-  std::printf("%6s %8s %10s %10s %13s %11s %9s %10s\n", "batch", "context", "steps/s", "tokens/s",
-              "MB read/step", "bound st/s", "of bound", "of read");
+// Decode steps/s of `model` at each batch size, one table row per batch.
+bool time_decode(DeepseekV2Model& model, CountingBackend& be, const ModelConfig& config,
+                 const char* weights, const std::vector<int>& batches, int context, int n_steps,
+                 double bw, double read_bw) {
   std::mt19937 rng(7);
   for (int batch : batches) {
     ModelRunner runner(model, batch * ((context + n_steps) / 64 + 2), 64);
@@ -296,7 +267,7 @@ int main(int argc, char** argv) {
     auto prefill = runner.step(chunks);
     if (!prefill.ok()) {
       std::fprintf(stderr, "prefill failed: %s\n", std::string(prefill.status().message()).c_str());
-      return 1;
+      return false;
     }
     double secs = 0;
     int64_t bytes = 0;
@@ -308,15 +279,75 @@ int main(int argc, char** argv) {
       auto out = runner.step(chunks);
       secs += std::chrono::duration<double>(Clock::now() - a).count();
       bytes += be.bytes;
-      if (!out.ok()) return 1;
+      if (!out.ok()) return false;
     }
     const double steps_per_s = n_steps / secs;
     const double mb_per_step = static_cast<double>(bytes) / n_steps / 1e6;
     const double bound = bw / (static_cast<double>(bytes) / n_steps);
     const double read_bound = read_bw / (static_cast<double>(bytes) / n_steps);
-    std::printf("%6d %8d %10.2f %10.2f %13.1f %11.2f %8.1f%% %9.1f%%\n", batch, context,
-                steps_per_s, steps_per_s * batch, mb_per_step, bound, 100.0 * steps_per_s / bound,
-                100.0 * steps_per_s / read_bound);
+    std::printf("%7s %6d %8d %10.2f %10.2f %13.1f %11.2f %8.1f%% %9.1f%%\n", weights, batch,
+                context, steps_per_s, steps_per_s * batch, mb_per_step, bound,
+                100.0 * steps_per_s / bound, 100.0 * steps_per_s / read_bound);
+  }
+  return true;
+}
+
+}  // namespace
+}  // namespace moeserve
+
+int main(int argc, char** argv) {
+  using namespace moeserve;
+  int n_threads = 0, n_steps = 32, context = 64;
+  bool int8 = false;
+  std::vector<int> batches = {1, 8};
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    if (flag == "--int8") {
+      int8 = true;
+    } else if (i + 1 < argc && flag == "--threads") {
+      n_threads = std::atoi(argv[++i]);
+    } else if (i + 1 < argc && flag == "--steps") {
+      n_steps = std::atoi(argv[++i]);
+    } else if (i + 1 < argc && flag == "--context") {
+      context = std::atoi(argv[++i]);
+    } else if (i + 1 < argc && flag == "--batch") {
+      batches = {std::atoi(argv[++i])};
+    } else {
+      std::fprintf(stderr,
+                   "usage: cpu_decode_bench [--threads N] [--steps N] [--context N] [--batch N] "
+                   "[--int8]\n");
+      return 2;
+    }
+  }
+  CpuBackend cpu(n_threads);
+  CountingBackend be(cpu);
+  const ModelConfig config = bench_config();
+  int64_t n_params = 0;
+  const auto t0 = Clock::now();
+  DeepseekV2Model model(config, random_weights(config, be, /*int8=*/false, &n_params), be);
+  ThreadPool pool(n_threads);
+  const double bw = copy_bandwidth(pool);
+  const double read_bw = read_bandwidth(pool);
+  std::printf(
+      "model: DeepSeek-V2-Lite shape scaled: hidden %d, %d layers, %d experts (top-%d, %d shared), "
+      "%.3f B params BF16 (made in %.1f s)\n",
+      config.hidden_size, config.num_hidden_layers, *config.n_routed_experts,
+      config.num_experts_per_tok, config.n_shared_experts, static_cast<double>(n_params) / 1e9,
+      std::chrono::duration<double>(Clock::now() - t0).count());
+  std::printf(
+      "threads: %d; measured copy bandwidth %.2f GB/s (bytes copied/s), read bandwidth %.2f GB/s\n",
+      cpu.n_threads(), bw / 1e9, read_bw / 1e9);
+  std::printf("%7s %6s %8s %10s %10s %13s %11s %9s %10s\n", "weights", "batch", "context",
+              "steps/s", "tokens/s", "MB read/step", "bound st/s", "of bound", "of read");
+  if (!time_decode(model, be, config, "bf16", batches, context, n_steps, bw, read_bw)) return 1;
+  if (int8) {
+    // The same random values (same seeds), quantized.
+    int64_t n_params_int8 = 0;
+    DeepseekV2Model model_int8(config, random_weights(config, be, /*int8=*/true, &n_params_int8),
+                               be);
+    if (!time_decode(model_int8, be, config, "int8", batches, context, n_steps, bw, read_bw)) {
+      return 1;
+    }
   }
   return 0;
 }

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "backend/quantize.h"
 #include "tests/support/xorshift.h"
 
 namespace moeserve {
@@ -45,10 +46,16 @@ class Inputs {
   Inputs(Backend& be, uint64_t seed, bool meta)
       : be_(be), rng_{seed * 0x9E3779B97F4A7C15ull + 1}, meta_(meta) {}
 
-  // Host values uniform in [lo, hi], as `dtype` (FP8 gets 128×128 F32 block scales).
+  // Host values uniform in [lo, hi], as `dtype` (FP8 gets 128×128 F32 block
+  // scales; I8 is quantize_int8 of F32 values, with per-row scales).
   Tensor host(DType dtype, std::vector<int64_t> shape, float lo = -1.0f, float hi = 1.0f) {
     if (meta_) {
       Tensor t(nullptr, dtype, shape);
+      if (dtype == DType::kI8) {
+        std::vector<int64_t> s_shape = shape;
+        s_shape.back() = 1;
+        t.set_block_scales(Tensor(nullptr, DType::kF32, s_shape), 1, shape.back());
+      }
       if (dtype == DType::kFP8E4M3) {
         std::vector<int64_t> s_shape(shape.begin(), shape.end() - 2);
         s_shape.push_back((shape[shape.size() - 2] + 127) / 128);
@@ -57,6 +64,7 @@ class Inputs {
       }
       return t;
     }
+    if (dtype == DType::kI8) return quantize_int8(host(DType::kF32, std::move(shape), lo, hi));
     Tensor t = Tensor::empty_host(dtype, shape);
     for (int64_t i = 0; i < t.numel(); ++i) {
       const uint64_t r = rng_();
@@ -398,6 +406,7 @@ std::vector<OpCase> backend_op_cases() {
     c.push_back(make(Op::kGatherRows, t, {8192, 2048, 16}, 0));
   }
   c.push_back(make(Op::kGatherRows, DType::kBF16, {2048, 7168, 64}, 0));
+  c.push_back(make(Op::kGatherRows, DType::kI8, {8192, 2048, 16}, 0));
   for (int64_t n : {1, 64}) {
     c.push_back(make(Op::kRmsNorm, DType::kBF16, {n, 7168}, 1e-5));
     c.push_back(make(Op::kRmsNorm, DType::kF32, {n, 512}, 1e-5));
@@ -406,7 +415,8 @@ std::vector<OpCase> backend_op_cases() {
   }
   // Projections: decode (n = 1, 8) and prefill (n = 64).
   for (int64_t n : {1, 8, 64}) {
-    for (DType t : {DType::kBF16, DType::kFP8E4M3}) {
+    // INT8 is W8A8: bit-exact integer sums, so other backends match the CPU closely.
+    for (DType t : {DType::kBF16, DType::kFP8E4M3, DType::kI8}) {
       c.push_back(make(Op::kLinear, t, {n, 2048, 3072}, 1e-5));  // V2-Lite q_proj
       c.push_back(make(Op::kLinear, t, {n, 7168, 1536}, 1e-5));  // V3 q_a_proj
     }
@@ -415,6 +425,7 @@ std::vector<OpCase> backend_op_cases() {
   // Absorbed MLA: W_UK per head, then W_UV (V2-Lite: 16 heads, nope 128, latent 512).
   c.push_back(make(Op::kHeadLinear, DType::kBF16, {4, 16, 128, 512}, 1e-5));
   c.push_back(make(Op::kHeadLinear, DType::kBF16, {4, 16, 512, 128}, 1e-5));
+  c.push_back(make(Op::kHeadLinear, DType::kI8, {4, 16, 128, 512}, 1e-5));
   c.push_back(make(Op::kRope, DType::kF32, {64, 16, 64}, 1e-5));
   for (DType t : {DType::kF32, DType::kBF16}) {
     c.push_back(make(Op::kKvCacheWrite, t, {64, 576, 64, 16}, 0));
@@ -425,12 +436,16 @@ std::vector<OpCase> backend_op_cases() {
     c.push_back(make(Op::kMoeFfn, DType::kBF16, {n, 8, 6, 2048, 1408}, 1e-4));  // V2-Lite experts
   }
   c.push_back(make(Op::kMoeFfn, DType::kFP8E4M3, {4, 8, 2, 2048, 1408}, 1e-4));
+  for (int64_t n : {1, 16}) {
+    c.push_back(make(Op::kMoeFfn, DType::kI8, {n, 8, 6, 2048, 1408}, 1e-4));
+  }
   // Fused ops: V3's hidden 7168 norm, the V2-Lite/V3 576-wide cache row with
   // its 64 rope dims, V2-Lite's dense 10944 SwiGLU, a 129280-token vocabulary.
   for (int64_t n : {1, 64}) {
     c.push_back(make(Op::kAddRmsNorm, DType::kBF16, {n, 7168}, 1e-5));
     c.push_back(make(Op::kGateUpSilu, DType::kBF16, {n, 2048, 10944}, 1e-5));
   }
+  c.push_back(make(Op::kGateUpSilu, DType::kI8, {1, 2048, 10944}, 1e-5));
   for (DType t : {DType::kF32, DType::kBF16}) {
     c.push_back(make(Op::kRopeKvWrite, t, {64, 576, 64, 64, 16}, 1e-5));
   }

@@ -7,6 +7,7 @@
 #include <array>
 #include <vector>
 
+#include "backend/cpu/cpu_gemm_int8.h"
 #include "common/status.h"
 
 namespace moeserve::cpu {
@@ -181,11 +182,14 @@ WeightView WeightView::of(const Tensor& w) {
   v.dtype = w.dtype();
   v.ld = w.stride(0);
   MS_CHECK(v.dtype == DType::kF32 || v.dtype == DType::kBF16 || v.dtype == DType::kF16 ||
-               v.dtype == DType::kFP8E4M3,
+               v.dtype == DType::kFP8E4M3 || v.dtype == DType::kI8,
            "weight dtype ", dtype_name(v.dtype), " is not supported by the CPU backend");
-  if (v.dtype == DType::kFP8E4M3) {
-    MS_CHECK(w.block_scales() != nullptr, "FP8 weight ", w.describe(), " has no block scales");
+  if (v.dtype == DType::kFP8E4M3 || v.dtype == DType::kI8) {
+    MS_CHECK(w.block_scales() != nullptr, dtype_name(v.dtype), " weight ", w.describe(),
+             " has no block scales");
     const Tensor& s = *w.block_scales();
+    MS_CHECK(v.dtype != DType::kI8 || s.dim(1) == 1, "INT8 weight ", w.describe(),
+             " needs one scale per row, has scales ", s.describe());
     v.scales = s.data<float>();
     v.scale_ld = s.stride(0);
     v.block_rows = w.block_rows();
@@ -227,6 +231,12 @@ void decode_row(const WeightView& w, int64_t j, int64_t k, float* out) {
       }
       return;
     }
+    case DType::kI8: {
+      const int8_t* src = static_cast<const int8_t*>(w.data) + j * w.ld;
+      const float scale = w.scale(j, 0);
+      for (int64_t i = 0; i < k; ++i) out[i] = static_cast<float>(src[i]) * scale;
+      return;
+    }
     default: MS_CHECK(false, "gemm weight dtype ", dtype_name(w.dtype));
   }
 }
@@ -234,6 +244,10 @@ void decode_row(const WeightView& w, int64_t j, int64_t k, float* out) {
 void gemm_xwt(const float* x, int64_t x_ld, const WeightView& w, float* out, int64_t out_ld,
               int64_t n, int64_t m, int64_t k, ThreadPool& pool) {
   if (n == 0 || m == 0) return;
+  if (w.dtype == DType::kI8) {
+    gemm_xwt_int8(x, x_ld, w, out, out_ld, n, m, k, pool, best_int8_kernel());
+    return;
+  }
   if (n >= kBlasMinRows) {
     // One set of threads: each of ours runs single-threaded SGEMMs over its own
     // share of weight rows, widening narrow weights a panel at a time. (OpenBLAS's
