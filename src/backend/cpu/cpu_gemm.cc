@@ -102,8 +102,12 @@ __attribute__((target("avx2,fma,f16c"))) void stream_rows_avx2(const float* x, i
   for (int64_t j = j0; j < j1; ++j) {
     const void* wrow = static_cast<const char*>(w.data) + j * w.ld * kElemBytes;
     const float* srow = kFp8 ? scale_row(w, j) : nullptr;
+    // Every loop over r and u is unrolled (GCC -O2 would keep them, and the
+    // sums in `acc` on the stack), so the sums live in registers.
     __m256 acc[kRows][kU];
+#pragma GCC unroll 8
     for (int r = 0; r < kRows; ++r) {
+#pragma GCC unroll 4
       for (int u = 0; u < kU; ++u) acc[r][u] = _mm256_setzero_ps();
     }
     float tail[kRows] = {};
@@ -115,9 +119,11 @@ __attribute__((target("avx2,fma,f16c"))) void stream_rows_avx2(const float* x, i
       const __m256 sv = _mm256_set1_ps(scale);
       int64_t i = s0;
       for (; i + 8 * kU <= s8; i += 8 * kU) {
+#pragma GCC unroll 4
         for (int u = 0; u < kU; ++u) {
           __m256 wv = load8<kDt>(wrow, i + 8 * u);
           if constexpr (kFp8) wv = _mm256_mul_ps(wv, sv);
+#pragma GCC unroll 8
           for (int r = 0; r < kRows; ++r) {
             acc[r][u] = _mm256_fmadd_ps(_mm256_loadu_ps(x + r * x_ld + i + 8 * u), wv, acc[r][u]);
           }
@@ -126,6 +132,7 @@ __attribute__((target("avx2,fma,f16c"))) void stream_rows_avx2(const float* x, i
       for (; i < s8; i += 8) {
         __m256 wv = load8<kDt>(wrow, i);
         if constexpr (kFp8) wv = _mm256_mul_ps(wv, sv);
+#pragma GCC unroll 8
         for (int r = 0; r < kRows; ++r) {
           acc[r][0] = _mm256_fmadd_ps(_mm256_loadu_ps(x + r * x_ld + i), wv, acc[r][0]);
         }
@@ -134,7 +141,9 @@ __attribute__((target("avx2,fma,f16c"))) void stream_rows_avx2(const float* x, i
         for (int64_t t = s8; t < s1; ++t) tail[r] += x[r * x_ld + t] * load1<kDt>(wrow, t) * scale;
       }
     }
+#pragma GCC unroll 8
     for (int r = 0; r < kRows; ++r) {
+#pragma GCC unroll 4
       for (int u = 1; u < kU; ++u) acc[r][0] = _mm256_add_ps(acc[r][0], acc[r][u]);
       out[r * out_ld + j] = hsum256(acc[r][0]) + tail[r];
     }
