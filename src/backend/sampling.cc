@@ -93,10 +93,6 @@ Status check_shaped(std::span<const float> l) {
   return absl::OkStatus();
 }
 
-int32_t argmax(std::span<const float> l) {
-  return static_cast<int32_t>(std::max_element(l.begin(), l.end()) - l.begin());
-}
-
 // temperature, top_k, top_p, min_p, then the inverse CDF at draw `counter`.
 int32_t draw(std::span<const float> l, const SamplingRow& row) {
   // Candidates: unmasked ids. `by_rank` orders them most likely first, ties by lower id.
@@ -185,6 +181,10 @@ void log_softmax_topk_row(std::span<const float> logits, std::span<int32_t> ids,
     ids[i] = order[i];
     logprobs[i] = static_cast<float>(logits[static_cast<size_t>(order[i])] - lse);
   }
+}
+
+int32_t argmax(std::span<const float> logits) {
+  return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
 }
 
 float logprob_of(std::span<const float> logits, int32_t id) {

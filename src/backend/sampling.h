@@ -74,6 +74,9 @@ Status shape_logits(const SamplingRow& row, std::span<float> logits);
 StatusOr<SampledToken> sample_shaped(std::span<const float> raw, std::span<const float> shaped,
                                      const SamplingRow& row);
 
+// Index of the largest logit (lowest index on ties).
+int32_t argmax(std::span<const float> logits);
+
 // log_softmax(logits)[id], computed in double.
 float logprob_of(std::span<const float> logits, int32_t id);
 

@@ -37,10 +37,6 @@ StatusOr<SampledToken> Sampler::sample(std::span<const float> raw_logits,
   return sample_shaped(raw_logits, processed_logits, row(next_draw_++));
 }
 
-int32_t argmax(std::span<const float> logits) {
-  return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
-}
-
 // Defined here, beside the sampler that reads most of these fields.
 Status validate(const SamplingParams& p, int vocab_size, int max_n) {
   auto invalid = [](auto&&... parts) { return absl::InvalidArgumentError(absl::StrCat(parts...)); };

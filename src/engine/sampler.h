@@ -61,7 +61,4 @@ struct RowToSample {
 std::vector<StatusOr<SampledToken>> sample_rows(Backend& backend, const Tensor& logits,
                                                 std::span<const RowToSample> rows);
 
-// Index of the largest logit (lowest index on ties).
-int32_t argmax(std::span<const float> logits);
-
 }  // namespace moeserve
