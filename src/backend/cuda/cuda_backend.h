@@ -24,14 +24,23 @@ int cuda_device_count();
 
 // The backend for `create_backend("cuda"/"auto")`. For now always
 // FailedPrecondition: the MLA/MoE ops have no kernels yet.
-StatusOr<std::unique_ptr<Backend>> create_cuda_backend();
+StatusOr<std::unique_ptr<Backend>> create_cuda_backend(double memory_fraction);
 
-class CudaStream;  // RAII cudaStream_t, defined in cuda_backend.cc
+class CudaStream;  // RAII cudaStream_t (cuda_internal.h)
+class DevicePool;  // the device memory reserved at create() (cuda_backend.cc)
+
+struct CudaOptions {
+  // Of the device's total memory, reserved at create() as the pool every
+  // tensor is carved from (weights, the activation arena, the KV cache).
+  double memory_fraction = 0.9;
+};
 
 class CudaBackend final : public Backend {
  public:
-  // A backend on `device` with its own stream. Fails if the device is absent.
-  static StatusOr<std::unique_ptr<CudaBackend>> create(int device = 0);
+  // A backend on `device` with its own stream and memory pool. Fails if the
+  // device is absent or has less free memory than the pool asks for.
+  static StatusOr<std::unique_ptr<CudaBackend>> create(int device = 0,
+                                                       const CudaOptions& options = {});
   ~CudaBackend() override;
 
   std::string name() const override { return "cuda"; }
@@ -41,9 +50,15 @@ class CudaBackend final : public Backend {
   // gather_rows (F32/BF16/F16 tables), rms_norm (F32/BF16 weights), add, silu_mul.
   bool supports(Op op, DType dtype) const override;
 
-  // Stream-ordered allocation; the Buffer frees it on this backend's stream
-  // (which lives as long as any buffer it allocated).
+  // Carved from the pool (best fit, 256-byte aligned); aborts when the pool
+  // is exhausted, which the engine's memory plan rules out before loading.
+  // A freed range is reused at once: every use of it is on this backend's one
+  // stream, so later work is ordered after earlier work on the old tensor.
   Tensor alloc(DType dtype, std::vector<int64_t> shape) override;
+  int64_t device_memory_capacity() const override;
+  int64_t device_memory_used() const override;
+  // Pinned host memory (cudaMallocHost).
+  Tensor alloc_staging(DType dtype, std::vector<int64_t> shape) override;
   // H2D and D2D are asynchronous; D2H waits, so the host sees the data on return.
   void copy(const Tensor& src, const Tensor& dst) override;
   void synchronize() override;
@@ -66,10 +81,11 @@ class CudaBackend final : public Backend {
                const Tensor& w_gate_up, const Tensor& w_down, const Tensor& out) override;
 
  private:
-  CudaBackend(int device, std::shared_ptr<CudaStream> stream);
+  CudaBackend(int device, std::shared_ptr<CudaStream> stream, std::shared_ptr<DevicePool> pool);
 
   int device_;                          // CUDA device ordinal
   std::shared_ptr<CudaStream> stream_;  // shared with the deleters of allocated buffers
+  std::shared_ptr<DevicePool> pool_;    // likewise
 };
 
 }  // namespace moeserve
