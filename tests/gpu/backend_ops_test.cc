@@ -3,6 +3,7 @@
 // the same inputs, within the case's tolerance. On a GPU (label gpu), or on
 // the SIMT emulator's runtime (MOESERVE_CUDA_EMU, label emu); skipped with
 // neither. The cases the backend does not support yet are listed.
+#include <chrono>
 #include <cstdio>
 
 #include "backend/cpu/cpu_backend.h"
@@ -26,10 +27,13 @@ TEST(BackendOpsTest, CudaMatchesCpuOnEverySupportedCase) {
     }
     SCOPED_TRACE(c.name);
     const OpResult want = run_op_case(cpu, c, 11);
+    const auto start = std::chrono::steady_clock::now();
     const OpResult got = run_op_case(**cuda, c, 11);
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const double err = max_rel_error(got.out, want.out);
     EXPECT_LE(err, c.tolerance);
-    std::printf("%-48s max rel error %.3g\n", c.name.c_str(), err);
+    std::printf("%-48s max rel error %.3g (%.2f s)\n", c.name.c_str(), err, seconds);
     ++ran;
   }
   std::printf("%d cases run, %d not supported by the CUDA backend yet\n", ran, unsupported);
