@@ -45,6 +45,8 @@ struct Layout {
   static constexpr int kThreads = 32 * (C::kBM / C::kWM) * kWarpsN;
   static constexpr int kMT = C::kWM / 16;  // mma tiles along tokens per warp
   static constexpr int kNT = C::kWN / 8;   // mma tiles along weight rows per warp
+  // Large F32-x tiles keep 3 stages: 4 would take 120 KiB, one block per SM.
+  static constexpr int kStages = kTile == GemmTile::kLarge && kXF32 ? 3 : C::kStages;
   static constexpr int kPitch = C::kBK + kPad;
   static constexpr int kAStage = C::kBM * kPitch;  // XT elements
   static constexpr int kBStage = C::kBN * kPitch;  // 16-bit elements
@@ -53,7 +55,7 @@ struct Layout {
   static constexpr int kAPerThread = C::kBM * kAChunksPerRow / kThreads;
   static constexpr int kBPerThread = C::kBN * kBChunksPerRow / kThreads;
   static constexpr size_t kSmemBytes =
-      static_cast<size_t>(C::kStages) * (kAStage * sizeof(XT) + kBStage * 2);
+      static_cast<size_t>(kStages) * (kAStage * sizeof(XT) + kBStage * 2);
   static_assert(kAPerThread * kThreads == C::kBM * kAChunksPerRow, "A chunks split evenly");
   static_assert(kBPerThread * kThreads == C::kBN * kBChunksPerRow, "B chunks split evenly");
   static_assert(kNT % 4 == 0, "each half of a warp's weight rows is whole ldmatrix.x4 pairs");
@@ -112,7 +114,7 @@ __global__ void __launch_bounds__(Layout<kTile, kXF32>::kThreads)
   using C = Cfg<kTile>;
   using L = Layout<kTile, kXF32>;
   using XT = typename L::XT;
-  constexpr int kBM = C::kBM, kBN = C::kBN, kBK = C::kBK, kStages = C::kStages;
+  constexpr int kBM = C::kBM, kBN = C::kBN, kBK = C::kBK, kStages = L::kStages;
   constexpr int kPitch = L::kPitch, kMT = L::kMT, kNT = L::kNT, kHalf = kBN / 2;
   const GemmParams& p = kp.p;
 

@@ -6,7 +6,8 @@
 //    4 warps of 16×32, 4 cp.async stages. Memory-bound: weights stream through shared memory
 //    with 16-byte cp.async, and split-K (GemmPlan::k_splits) makes enough blocks to keep every
 //    SM's loads in flight; a second kernel sums the F32 partials in a fixed order.
-//  - kLarge, for prefill: 128 × 128 × 32 per block, 8 warps of 64×32, 4 stages.
+//  - kLarge, for prefill: 128 × 128 × 32 per block, 8 warps of 64×32, 4 stages (3 with F32
+//    x, to keep two blocks per SM).
 // Both stage x and w tiles in shared memory with cp.async (x in its own dtype: F32 x is
 // rounded to the weights' 16-bit type as the mma fragments are built, BF16 x goes through
 // ldmatrix as it is) and run mma.sync m16n8k16.
