@@ -251,12 +251,6 @@ void CudaBackend::silu_mul(const Tensor& gate_up, const Tensor& out) {
 
 // ---- ops without kernels yet --------------------------------------------------------
 
-void CudaBackend::linear(const Tensor&, const Tensor&, const Tensor&) { not_implemented("linear"); }
-
-void CudaBackend::head_linear(const Tensor&, const Tensor&, const Tensor&) {
-  not_implemented("head_linear");
-}
-
 void CudaBackend::rope(const Tensor&, const Tensor&, const Tensor&) { not_implemented("rope"); }
 
 void CudaBackend::kv_cache_write(const Tensor&, const Tensor&, const Tensor&) {
@@ -273,11 +267,6 @@ void CudaBackend::moe_gate(const Tensor&, const Tensor&, const GateParams&, cons
   not_implemented("moe_gate");
 }
 
-void CudaBackend::moe_ffn(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-                          const Tensor&) {
-  not_implemented("moe_ffn");
-}
-
 bool CudaBackend::supports(Op op, DType dtype) const {
   switch (op) {
     case Op::kGatherRows:
@@ -289,6 +278,10 @@ bool CudaBackend::supports(Op op, DType dtype) const {
     case Op::kSiluMul:
     case Op::kLogSoftmaxTopk:  // the default compositions, on a host copy of the logits
     case Op::kSample: return dtype == DType::kF32;
+    case Op::kLinear:
+    case Op::kHeadLinear:
+    case Op::kGateUpSilu:
+    case Op::kMoeFfn: return dtype == DType::kBF16 || dtype == DType::kF16;
     default: return false;
   }
 }

@@ -1,8 +1,9 @@
 // The CUDA backend: device memory, one stream, copies, and op launches into
 // kernels/. Every op is tested against the CPU backend (tests/gpu/).
 //
-// Only gather_rows, rms_norm, add and silu_mul have kernels so far; the other
-// ops abort. Until they exist, create_cuda_backend() refuses to build one, so
+// gather_rows, rms_norm, add, silu_mul and the GEMM-shaped ops (linear,
+// head_linear, gate_up_silu, moe_ffn: cuda_gemm.cc) have kernels; the other ops
+// abort. Until they exist, create_cuda_backend() refuses to build one, so
 // no user path can reach them; tests construct CudaBackend directly.
 //
 // This header includes no CUDA headers, so plain C++ code (backend.cc, tests)
@@ -26,8 +27,13 @@ int cuda_device_count();
 // FailedPrecondition: the MLA/MoE ops have no kernels yet.
 StatusOr<std::unique_ptr<Backend>> create_cuda_backend(double memory_fraction);
 
-class CudaStream;  // RAII cudaStream_t (cuda_internal.h)
-class DevicePool;  // the device memory reserved at create() (cuda_backend.cc)
+class CudaStream;    // RAII cudaStream_t (cuda_internal.h)
+class DevicePool;    // the device memory reserved at create() (cuda_backend.cc)
+class CublasLtGemm;  // cuBLASLt handle and per-shape plans (cuda_gemm.cc; real CUDA only)
+namespace kernels {
+struct GemmParams;
+struct GemmPlan;
+}  // namespace kernels
 
 struct CudaOptions {
   // Of the device's total memory, reserved at create() as the pool every
@@ -45,9 +51,10 @@ class CudaBackend final : public Backend {
 
   std::string name() const override { return "cuda"; }
   Device device() const override { return Device::kCuda; }
-  // linear, rope, the KV cache, MLA and MoE are not implemented yet (issue #5).
+  // rope, the KV cache, MLA and moe_gate are not implemented yet (issue #5).
   bool runs_models() const override { return false; }
-  // gather_rows (F32/BF16/F16 tables), rms_norm (F32/BF16 weights), add, silu_mul.
+  // gather_rows (F32/BF16/F16 tables), rms_norm (F32/BF16 weights), add, silu_mul;
+  // linear, head_linear, gate_up_silu and moe_ffn with BF16 or F16 weights.
   bool supports(Op op, DType dtype) const override;
 
   // Carved from the pool (best fit, 256-byte aligned); aborts when the pool
@@ -68,24 +75,49 @@ class CudaBackend final : public Backend {
   void add(const Tensor& a, const Tensor& b, const Tensor& out) override;
   void silu_mul(const Tensor& gate_up, const Tensor& out) override;
 
-  // Not implemented yet: abort with a message.
+  // GEMM-shaped ops (cuda_gemm.cc; kernels/gemm_bf16.cuh, kernels/moe_ffn.cuh). Weights
+  // BF16 or F16; x and out F32 or BF16 each (x is rounded to the weights' 16-bit type for
+  // the tensor cores; sums are F32). k, row strides and base addresses must allow 16-byte
+  // loads (k a multiple of 8).
+  // Tensor-core GEMM: a split-K decode path for few tokens, 128×128 tiles for prefill;
+  // real CUDA builds send BF16 products of ≥ 512 BF16 rows to cuBLASLt.
   void linear(const Tensor& x, const Tensor& w, const Tensor& out) override;
+  // The same kernels with one matrix per head.
   void head_linear(const Tensor& x, const Tensor& w, const Tensor& out) override;
+  // One GEMM over [w_gate; w_up] whose epilogue writes silu(gate) · up: scratch is unused.
+  void gate_up_silu(const Tensor& x, const Tensor& w_gate_up, const Tensor& scratch,
+                    const Tensor& out) override;
+  // On the device, without host round trips: route (count, scan, permute, tile table),
+  // one grouped gate/up GEMM with silu·up in its epilogue, one grouped down GEMM, and a
+  // weighted combine that sums each token's slots in order (deterministic). Ids of -1
+  // (other ranks' experts) and any other id outside [0, E) add nothing.
+  void moe_ffn(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_weights,
+               const Tensor& w_gate_up, const Tensor& w_down, const Tensor& out) override;
+
+  // Not implemented yet: abort with a message.
   void rope(const Tensor& x, const Tensor& positions, const Tensor& cos_sin) override;
   void kv_cache_write(const Tensor& kv, const Tensor& slot_mapping, const Tensor& cache) override;
   void mla_attention(const Tensor& q_latent, const Tensor& q_rope, const Tensor& cache,
                      const AttentionBatch& batch, float scale, const Tensor& out) override;
   void moe_gate(const Tensor& logits, const Tensor& bias, const GateParams& params,
                 const Tensor& topk_ids, const Tensor& topk_weights) override;
-  void moe_ffn(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_weights,
-               const Tensor& w_gate_up, const Tensor& w_down, const Tensor& out) override;
 
  private:
   CudaBackend(int device, std::shared_ptr<CudaStream> stream, std::shared_ptr<DevicePool> pool);
 
-  int device_;                          // CUDA device ordinal
-  std::shared_ptr<CudaStream> stream_;  // shared with the deleters of allocated buffers
-  std::shared_ptr<DevicePool> pool_;    // likewise
+  // Device scratch of at least n_bytes (split-K partials, moe_ffn's routing tables and
+  // intermediates), allocated lazily from the shapes and reused: it only grows, so steady
+  // state allocates nothing. A later step moves it into the activation arena.
+  void* workspace(size_t n_bytes);
+  int n_sms();  // multiprocessors, for split-K plans
+  void run_gemm(const kernels::GemmParams& p, const kernels::GemmPlan& plan);
+
+  int device_;                              // CUDA device ordinal
+  std::shared_ptr<CudaStream> stream_;      // shared with the deleters of allocated buffers
+  std::shared_ptr<DevicePool> pool_;        // likewise
+  Tensor workspace_;                        // [bytes] I8, see workspace()
+  int n_sms_ = 0;                           // 0 until first asked
+  std::shared_ptr<CublasLtGemm> cublaslt_;  // created by the first large BF16 linear
 };
 
 }  // namespace moeserve
