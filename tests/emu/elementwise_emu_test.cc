@@ -52,8 +52,9 @@ TEST_P(ElementwiseEmu, RmsNorm) {
         wf[c] = wt == ElemType::kBF16 ? from_bf16(wb[c]) : 1.0f + 0.1f * normal();
       }
       const void* w = wt == ElemType::kBF16 ? static_cast<const void*>(wb.data()) : wf.data();
-      ASSERT_EQ(launch_rms_norm(
-                    {x.data(), x_stride, w, wt, out.data(), out_stride, n_rows, d, 1e-6f}, nullptr),
+      ASSERT_EQ(launch_rms_norm({x.data(), ElemType::kF32, x_stride, w, wt, out.data(),
+                                 ElemType::kF32, out_stride, n_rows, d, 1e-6f},
+                                nullptr),
                 cudaSuccess);
       for (int64_t r = 0; r < n_rows; ++r) {
         double ss = 0;
@@ -75,7 +76,9 @@ TEST_P(ElementwiseEmu, AddAndSiluMul) {
     std::vector<float> a(n_rows * sa), b(n_rows * sb), out(n_rows * so, kNaN);
     for (float& v : a) v = normal();
     for (float& v : b) v = normal();
-    ASSERT_EQ(launch_add({a.data(), sa, b.data(), sb, out.data(), so, n_rows, d}, nullptr),
+    ASSERT_EQ(launch_add({a.data(), ElemType::kF32, sa, b.data(), ElemType::kF32, sb, out.data(),
+                          ElemType::kF32, so, n_rows, d},
+                         nullptr),
               cudaSuccess);
     for (int64_t r = 0; r < n_rows; ++r)
       for (int64_t c = 0; c < d; ++c) ASSERT_EQ(out[r * so + c], a[r * sa + c] + b[r * sb + c]);
@@ -83,7 +86,10 @@ TEST_P(ElementwiseEmu, AddAndSiluMul) {
     const int64_t sg = 2 * d + 1;
     std::vector<float> gu(n_rows * sg), act(n_rows * so, kNaN);
     for (float& v : gu) v = 3.0f * normal();
-    ASSERT_EQ(launch_silu_mul({gu.data(), sg, act.data(), so, n_rows, d}, nullptr), cudaSuccess);
+    ASSERT_EQ(
+        launch_silu_mul({gu.data(), ElemType::kF32, sg, act.data(), ElemType::kF32, so, n_rows, d},
+                        nullptr),
+        cudaSuccess);
     for (int64_t r = 0; r < n_rows; ++r) {
       for (int64_t c = 0; c < d; ++c) {
         const double g = gu[r * sg + c], u = gu[r * sg + d + c];
@@ -109,7 +115,8 @@ TEST_P(ElementwiseEmu, GatherRows) {
     std::vector<float> out(n_rows * so, 0.0f);
     const void* src = t == ElemType::kF32 ? static_cast<const void*>(sf.data()) : s16.data();
     ASSERT_EQ(
-        launch_gather_rows({src, t, ss, n_src, idx.data(), out.data(), so, n_rows, d}, nullptr),
+        launch_gather_rows(
+            {src, t, ss, n_src, idx.data(), out.data(), ElemType::kF32, so, n_rows, d}, nullptr),
         cudaSuccess);
     for (int64_t r = 0; r < n_rows; ++r) {
       for (int64_t c = 0; c < d; ++c) {
