@@ -415,7 +415,8 @@ MlaPlan plan_mla_attention(int64_t n_tokens, int64_t n_seqs, int n_heads, int64_
   // (written and read again, 2 · 2048 bytes per row of the tile).
   const int64_t min_positions = std::max<int64_t>(128, 4 * plan.heads_per_tile);
   const int64_t by_context = std::max<int64_t>(1, max_context / min_positions);
-  const int64_t wanted = (slots + ctas - 1) / ctas;
+  // Splits beyond one wave of CTAs would only add merge work.
+  const int64_t wanted = slots / ctas;
   plan.n_splits =
       static_cast<int>(std::clamp<int64_t>(wanted, 1, std::min<int64_t>(by_context, kMaxSplits)));
   return plan;

@@ -36,9 +36,9 @@ struct MlaPlan {
 // n_seqs: rows of the block table; max_context: the positions it can hold (its width ×
 // block_size); n_sms: multiprocessors of the device. Decode-shaped batches (at most one
 // token per sequence) get one token per CTA and 16-row tiles when there are at most 16
-// heads; prefill-shaped ones 64-row tiles of several tokens. Contexts are split until about
-// every SM has a CTA, but each split keeps at least enough positions that reading its cache
-// rows outweighs writing and merging its partial output.
+// heads; prefill-shaped ones 64-row tiles of several tokens. Contexts are split until the
+// CTAs fill one wave of the SMs, but each split keeps at least enough positions that reading
+// its cache rows outweighs writing and merging its partial output.
 MlaPlan plan_mla_attention(int64_t n_tokens, int64_t n_seqs, int n_heads, int64_t max_context,
                            int n_sms);
 
