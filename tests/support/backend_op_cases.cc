@@ -545,6 +545,13 @@ std::vector<OpCase> backend_op_cases() {
   c.push_back(make(Op::kRopeKvWrite, kBf16, {64, 576, 64, 64, 16}, kBf16Act, kBf16));
   c.push_back(make(Op::kMlaAttention, kBf16, {4, 1000, 16, 512, 64, 16}, kBf16Act, kBf16));
   c.push_back(make(Op::kMoeFfn, kBf16, {16, 8, 6, 2048, 1408}, kBf16Act, kBf16));
+  // BF16 activations through attention, RoPE and norms at V3's 128 heads, in chunked prefill,
+  // with an F32 cache behind BF16 rows, and in a warp-per-row norm.
+  c.push_back(make(Op::kMlaAttention, kBf16, {2, 1033, 128, 512, 64, 64}, kBf16Act, kBf16));
+  c.push_back(make(Op::kMlaAttention, kBf16, {2, 300, 16, 512, 64, 16, 37}, kBf16Act, kBf16));
+  c.push_back(make(Op::kRope, DType::kF32, {3, 128, 64}, kBf16Act, kBf16));
+  c.push_back(make(Op::kRopeKvWrite, DType::kF32, {3, 576, 64, 2, 64}, kBf16Act, kBf16));
+  c.push_back(make(Op::kAddRmsNorm, kBf16, {9, 512}, kBf16Act, kBf16));
   c.push_back(make(Op::kLogSoftmaxTopk, DType::kF32, {8, 129280, 20}, 1e-5));
   for (int64_t mode : {0, 1}) c.push_back(make(Op::kSample, DType::kF32, {8, 129280, mode}, 1e-6));
   return c;
