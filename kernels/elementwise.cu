@@ -16,6 +16,7 @@ constexpr int kColThreads = 256;      // threads per block along a row for eleme
 constexpr int64_t kMaxGridY = 65535;  // CUDA's limit on gridDim.y (rows loop beyond it)
 constexpr int64_t kMaxRowBlocks = int64_t{1} << 20;         // row-per-block kernels loop beyond it
 constexpr int kWarpRowMaxChunks = kWarpSize * kNormCached;  // widest row a warp normalises
+constexpr int kWarpRowThreads = 256;  // threads per block when each warp takes a row
 
 // Whether rows at `p` with `stride` can move in 8-element, 128-bit-aligned chunks.
 bool vec8_ok(const void* p, int64_t stride) {
@@ -93,7 +94,8 @@ struct NormArgs {
 // row of up to kNormCached · 8 · blockDim elements is read once; wider rows read their tail
 // again (the thread's own writes).
 template <bool kAdd, int kVec, bool kWarpRow>
-__global__ void __launch_bounds__(kMaxRowThreads) norm_kernel(const NormArgs p) {
+__global__ void __launch_bounds__(kWarpRow ? kWarpRowThreads : kMaxRowThreads)
+    norm_kernel(const NormArgs p) {
   const int row_threads = kWarpRow ? kWarpSize : static_cast<int>(blockDim.x);
   const int rows_per_block = static_cast<int>(blockDim.x) / row_threads;
   const int t = static_cast<int>(threadIdx.x) % row_threads;
@@ -154,13 +156,12 @@ template <bool kAdd, int kVec>
 cudaError_t launch_norm_vec(const NormArgs& a, cudaStream_t stream) {
   const int n_chunks = a.d / kVec;
   if (n_chunks <= kWarpRowMaxChunks) {
-    constexpr int kThreads = 256;
-    constexpr int kRowsPerBlock = kThreads / kWarpSize;
+    constexpr int kRowsPerBlock = kWarpRowThreads / kWarpSize;
     const auto blocks = static_cast<unsigned>(
         std::min((a.n_rows + kRowsPerBlock - 1) / kRowsPerBlock, kMaxRowBlocks));
     return simt::launch({.kernel_name = kAdd ? "add_rms_norm_kernel" : "rms_norm_kernel",
                          .grid = dim3(blocks),
-                         .block = dim3(kThreads),
+                         .block = dim3(kWarpRowThreads),
                          .stream = stream},
                         norm_kernel<kAdd, kVec, true>, a)
         .code;
