@@ -44,8 +44,8 @@ struct MlaArgs {
 
 __host__ __device__ constexpr int tile_threads(int m_frags) { return 128 * m_frags; }
 
-// Chunk c (of kTileN · kChunks) of a cache tile: where it comes from, or nullptr when the
-// position is outside [kv_begin, kv_end) or its block id is not a cache block.
+// The cache row (block · block_size + offset) holding position pos of a sequence, or -1
+// when the table's block id is not a cache block.
 __device__ __forceinline__ int64_t cache_row_index(const MlaAttentionParams& p,
                                                    const int32_t* table, int pos) {
   const int32_t blk = table[pos / p.block_size];

@@ -91,7 +91,4 @@ __device__ __forceinline__ void store8(void* p, ElemType t, int64_t i, const flo
   *reinterpret_cast<uint4*>(static_cast<uint16_t*>(p) + i) = make_uint4(w[0], w[1], w[2], w[3]);
 }
 
-// Bytes per element of t.
-__host__ __device__ constexpr int elem_bytes(ElemType t) { return t == ElemType::kF32 ? 4 : 2; }
-
 }  // namespace moeserve::kernels

@@ -22,7 +22,7 @@ int cuda_device_count() {
 
 StatusOr<std::unique_ptr<Backend>> create_cuda_backend() {
   return absl::FailedPreconditionError(
-      "the CUDA backend does not implement MLA/MoE ops yet; use --backend cpu");
+      "the CUDA backend does not implement the GEMM and MoE ops yet; use --backend cpu");
 }
 
 StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::create(int device) {

@@ -24,7 +24,7 @@ namespace moeserve {
 int cuda_device_count();
 
 // The backend for `create_backend("cuda"/"auto")`. For now always
-// FailedPrecondition: the MLA/MoE ops have no kernels yet.
+// FailedPrecondition: the GEMM and MoE ops have no kernels yet.
 StatusOr<std::unique_ptr<Backend>> create_cuda_backend();
 
 class CudaStream;  // RAII cudaStream_t, defined in cuda_backend.cc
@@ -37,7 +37,7 @@ class CudaBackend final : public Backend {
 
   std::string name() const override { return "cuda"; }
   Device device() const override { return Device::kCuda; }
-  // linear, rope, the KV cache, MLA and MoE are not implemented yet (issue #5).
+  // linear, head_linear and the MoE ops are not implemented yet (issue #5).
   bool runs_models() const override { return false; }
   // Per op: the weight / table / cache dtypes it runs with (cuda_backend.cc).
   bool supports(Op op, DType dtype) const override;
