@@ -35,6 +35,8 @@ struct Smem {
   static constexpr size_t kRowBytes = size_t{kM} * 4;
   static constexpr size_t kTotal = kQBytes + kKvBytes + kSBytes + kPBytes + 4 * kRowBytes;
 };
+// sm_90's opt-in limit per block; two 16-row CTAs must also share an SM's 228 KiB.
+static_assert(Smem<64>::kTotal <= 227 * 1024 && 2 * (Smem<16>::kTotal + 1024) <= 228 * 1024);
 
 // What both kernels take: the op's parameters and the plan they were cut by.
 struct MlaArgs {
