@@ -3,7 +3,9 @@
 // and stops it with SIGTERM. Also small HTTP helpers (JSON requests, server-sent events,
 // Prometheus metrics). Every wait is bounded.
 //
-// Environment: MOESERVE_BIN (the moeserve binary), MOESERVE_SOURCE_DIR (the source tree).
+// Environment: MOESERVE_BIN (the moeserve binary), MOESERVE_SOURCE_DIR (the source tree),
+// MOESERVE_E2E_ARGS (optional: flags added to every daemon, split on spaces, e.g.
+// "--backend cuda --gpu-memory-fraction 0.02" for the CUDA backend on the SIMT emulator).
 import { spawn } from "node:child_process";
 import { createServer } from "node:net";
 import { join } from "node:path";
@@ -148,6 +150,7 @@ export async function startDaemon({ args = [], apiKey = null, timeoutMs = 60000,
     ...(apiKey ? ["--api-key", apiKey] : []),
     // 64 MiB of KV cache (thousands of blocks) is plenty for the tiny model and starts faster.
     ...(args.some((a) => a.startsWith("--kv-cache")) ? [] : ["--kv-cache-memory-mb", "64"]),
+    ...(process.env.MOESERVE_E2E_ARGS ?? "").split(" ").filter((a) => a !== ""),
     ...args,
   ];
   const proc = spawn(MOESERVE_BIN, argv, { stdio: ["ignore", "pipe", "pipe"] });
