@@ -208,11 +208,6 @@ void CudaBackend::mla_attention(const Tensor&, const Tensor&, const Tensor&, con
   not_implemented("mla_attention");
 }
 
-void CudaBackend::moe_gate(const Tensor&, const Tensor&, const GateParams&, const Tensor&,
-                           const Tensor&) {
-  not_implemented("moe_gate");
-}
-
 void CudaBackend::moe_ffn(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                           const Tensor&) {
   not_implemented("moe_ffn");
@@ -226,8 +221,10 @@ bool CudaBackend::supports(Op op, DType dtype) const {
     case Op::kAddRmsNorm:  // the default composition of add and rms_norm
       return dtype == DType::kF32 || dtype == DType::kBF16;
     case Op::kAdd:
-    case Op::kSiluMul:
-    case Op::kLogSoftmaxTopk:  // the default compositions, on a host copy of the logits
+    case Op::kSiluMul: return dtype == DType::kF32;
+    // Gating and sampling (cuda_gate.cc, cuda_sampling.cc).
+    case Op::kMoeGate:
+    case Op::kLogSoftmaxTopk:
     case Op::kSample: return dtype == DType::kF32;
     default: return false;
   }

@@ -53,6 +53,13 @@ class CudaBackend final : public Backend {
   void add(const Tensor& a, const Tensor& b, const Tensor& out) override;
   void silu_mul(const Tensor& gate_up, const Tensor& out) override;
 
+  // Gating and sampling (cuda_gate.cc, cuda_sampling.cc; docs/cuda_backend.md).
+  void moe_gate(const Tensor& logits, const Tensor& bias, const GateParams& params,
+                const Tensor& topk_ids, const Tensor& topk_weights) override;
+  void log_softmax_topk(const Tensor& logits, const Tensor& ids, const Tensor& logprobs) override;
+  std::vector<StatusOr<SampledToken>> sample(const Tensor& logits,
+                                             std::span<const SamplingRow> rows) override;
+
   // Not implemented yet: abort with a message.
   void linear(const Tensor& x, const Tensor& w, const Tensor& out) override;
   void head_linear(const Tensor& x, const Tensor& w, const Tensor& out) override;
@@ -60,8 +67,6 @@ class CudaBackend final : public Backend {
   void kv_cache_write(const Tensor& kv, const Tensor& slot_mapping, const Tensor& cache) override;
   void mla_attention(const Tensor& q_latent, const Tensor& q_rope, const Tensor& cache,
                      const AttentionBatch& batch, float scale, const Tensor& out) override;
-  void moe_gate(const Tensor& logits, const Tensor& bias, const GateParams& params,
-                const Tensor& topk_ids, const Tensor& topk_weights) override;
   void moe_ffn(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_weights,
                const Tensor& w_gate_up, const Tensor& w_down, const Tensor& out) override;
 
@@ -70,6 +75,16 @@ class CudaBackend final : public Backend {
 
   int device_;                          // CUDA device ordinal
   std::shared_ptr<CudaStream> stream_;  // shared with the deleters of allocated buffers
+
+  // Gating and sampling state (cuda_sampling.cc): device scratch that only grows, reused by
+  // every call (ops are ordered on the one stream), and the host staging buffer a sample call
+  // packs its rows into for one upload.
+  void* scratch(size_t n_bytes);
+  int sm_count();
+  int n_sms_ = 0;  // 0: not asked yet
+  Tensor scratch_;
+  std::vector<unsigned char> staging_;
+  std::vector<unsigned char> download_;
 };
 
 }  // namespace moeserve
