@@ -89,8 +89,14 @@ void CudaBackend::log_softmax_topk(const Tensor& logits, const Tensor& ids,
                i.width == lp.width && i.width >= 1 && i.width <= l.width && l.width <= INT32_MAX,
            "CudaBackend::log_softmax_topk: logits ", logits.describe(), ", ids ", ids.describe(),
            ", logprobs ", logprobs.describe());
-  // The kernel keeps up to 20 candidates per thread in registers; more is the host's job.
-  if (i.width > kernels::kMaxLogprobTopK) return Backend::log_softmax_topk(logits, ids, logprobs);
+  // The kernel keeps up to 20 candidates per thread in registers; more is the host's job,
+  // which copies whole tensors.
+  if (i.width > kernels::kMaxLogprobTopK) {
+    MS_CHECK(logits.is_contiguous() && ids.is_contiguous() && logprobs.is_contiguous(),
+             "CudaBackend::log_softmax_topk: k = ", i.width, " > ", kernels::kMaxLogprobTopK,
+             " needs contiguous logits, ids and logprobs");
+    return Backend::log_softmax_topk(logits, ids, logprobs);
+  }
   kernels::LogSoftmaxTopkParams p{};
   p.logits = logits.data<float>();
   p.logits_row_stride = l.row_stride;
