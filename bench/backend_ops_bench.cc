@@ -1,19 +1,25 @@
 // Every case of the backend op table (tests/support/backend_op_cases.h) timed
-// on the CPU backend: time per run, and the bytes and floating-point work the
-// case's shapes imply as GB/s and GFLOP/s.
+// on the CPU backend, or on the CUDA backend (the cases it supports): time per
+// run, and the bytes and floating-point work the case's shapes imply as GB/s
+// and GFLOP/s. Each run is timed to its completion (synchronize), so short ops
+// include their launch latency.
 //
-//   backend_ops_bench [--threads N] [--seconds S] [--filter SUBSTRING]
+//   backend_ops_bench [--backend cpu|cuda] [--threads N] [--seconds S] [--filter SUBSTRING]
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <string>
 
 #include "backend/cpu/cpu_backend.h"
 #include "tests/support/backend_op_cases.h"
+#ifdef MOESERVE_HAVE_CUDA
+#include "backend/cuda/cuda_backend.h"
+#endif
 
 int main(int argc, char** argv) {
   int threads = 0;
   double seconds = 0.3;
-  std::string filter;
+  std::string filter, backend = "cpu";
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
     if (a == "--threads")
@@ -22,18 +28,44 @@ int main(int argc, char** argv) {
       seconds = std::atof(argv[i + 1]);
     else if (a == "--filter")
       filter = argv[i + 1];
+    else if (a == "--backend")
+      backend = argv[i + 1];
     else {
-      std::fprintf(stderr, "usage: backend_ops_bench [--threads N] [--seconds S] [--filter S]\n");
+      std::fprintf(stderr,
+                   "usage: backend_ops_bench [--backend cpu|cuda] [--threads N] [--seconds S] "
+                   "[--filter S]\n");
       return 2;
     }
   }
-  moeserve::CpuBackend cpu(threads);
-  std::printf("CPU backend, %d threads\n%-52s %10s %9s %9s\n", cpu.n_threads(), "case", "us/run",
-              "GB/s", "GFLOP/s");
+  std::unique_ptr<moeserve::Backend> be;
+  if (backend == "cpu") {
+    auto cpu = std::make_unique<moeserve::CpuBackend>(threads);
+    std::printf("CPU backend, %d threads\n", cpu->n_threads());
+    be = std::move(cpu);
+  } else if (backend == "cuda") {
+#ifdef MOESERVE_HAVE_CUDA
+    auto cuda = moeserve::CudaBackend::create();
+    if (!cuda.ok()) {
+      std::fprintf(stderr, "backend_ops_bench: %s\n", cuda.status().ToString().c_str());
+      return 1;
+    }
+    std::printf("CUDA backend\n");
+    be = std::move(*cuda);
+#else
+    std::fprintf(stderr, "backend_ops_bench: this build has no CUDA backend\n");
+    return 2;
+#endif
+  } else {
+    std::fprintf(stderr, "backend_ops_bench: unknown backend '%s' (cpu or cuda)\n",
+                 backend.c_str());
+    return 2;
+  }
+  std::printf("%-52s %10s %9s %9s\n", "case", "us/run", "GB/s", "GFLOP/s");
   for (const moeserve::OpCase& c : moeserve::backend_op_cases()) {
     if (!filter.empty() && c.name.find(filter) == std::string::npos) continue;
-    const moeserve::OpResult shape = moeserve::run_op_case(cpu, c, 1);
-    const double t = moeserve::time_op_case(cpu, c, seconds);
+    if (!be->supports(c.op, c.dtype)) continue;
+    const moeserve::OpResult shape = moeserve::run_op_case(*be, c, 1, /*run=*/false);
+    const double t = moeserve::time_op_case(*be, c, seconds);
     std::printf("%-52s %10.1f %9.2f %9.2f\n", c.name.c_str(), t * 1e6, shape.bytes / t / 1e9,
                 shape.flops / t / 1e9);
   }

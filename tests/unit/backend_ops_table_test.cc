@@ -68,7 +68,7 @@ TEST(BackendOpsTableTest, FusedOpsMatchTheirDefaultCompositions) {
     EXPECT_LE(max_rel_error(fused.out, parts.out), c.tolerance);
     ++ran;
   }
-  EXPECT_EQ(ran, 10);
+  EXPECT_EQ(ran, 20);
 }
 
 }  // namespace
