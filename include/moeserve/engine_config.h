@@ -23,6 +23,8 @@ struct EngineConfig {
   int kv_cache_blocks = 0;
   int64_t kv_cache_memory_mb = 256;
   std::string kv_cache_dtype = "bf16";  // bf16 (half the memory) or f32
+  // Activations: auto (the backend's choice: f32 on the CPU, bf16 on CUDA), f32 or bf16.
+  std::string activation_dtype = "auto";
   // Memory the model, KV cache and activations must fit in, checked before anything is
   // allocated; 0 = the cgroup's limit (in a container) or else the machine's memory.
   double memory_limit_gb = 0;

@@ -96,6 +96,14 @@ class Backend {
   // called, so callers that may meet a partial backend (tests, auto
   // selection) ask first.
   virtual bool supports(Op op, DType dtype) const { return true; }
+  // Activations are every op input and output that is not a weight, a KV cache,
+  // an index or logits (logits, router logits and expert weights are always
+  // F32). A backend computes them in F32 or BF16; each op then takes each of its
+  // activation tensors in any dtype the backend supports (they need not agree)
+  // and accumulates in F32. The CPU backend is the F32 reference.
+  virtual bool supports_activation_dtype(DType dtype) const { return dtype == DType::kF32; }
+  // The activation dtype a model runs in on this backend unless the config names one.
+  virtual DType default_activation_dtype() const { return DType::kF32; }
 
   // ---- memory -----------------------------------------------------------------
   // Contiguous, uninitialised tensor on this backend.
@@ -111,34 +119,36 @@ class Backend {
   virtual Tensor prepare_weight(const Tensor& host);
 
   // ---- ops ----------------------------------------------------------------------
-  // out[i, :] = src[indices[i], :] as F32. src: [n_rows, d] (any weight dtype);
-  // indices: [m] I32; out: [m, d] F32. Used for embeddings and row gathers.
+  // out[i, :] = src[indices[i], :]. src: [n_rows, d] (any weight dtype);
+  // indices: [m] I32; out: [m, d] activation. Used for embeddings and row gathers.
   virtual void gather_rows(const Tensor& src, const Tensor& indices, const Tensor& out) = 0;
 
-  // out = x / rms(x) * weight per row. x, out: [n, d] (may alias); weight: [d] F32/BF16.
+  // out = x / rms(x) * weight per row. x, out: [n, d] activations (may alias when
+  // of one dtype); weight: [d] F32/BF16.
   virtual void rms_norm(const Tensor& x, const Tensor& weight, float eps, const Tensor& out) = 0;
 
-  // out = a + b elementwise. a, b, out: [n, d] (out may alias a or b).
+  // out = a + b elementwise. a, b, out: [n, d] activations (out may alias a or b).
   virtual void add(const Tensor& a, const Tensor& b, const Tensor& out) = 0;
 
-  // out = x · wᵀ. x: [n, k]; w: [m, k] (any weight dtype); out: [n, m].
+  // out = x · wᵀ. x: [n, k] activation; w: [m, k] (any weight dtype); out: [n, m]
+  // activation, or F32 logits.
   virtual void linear(const Tensor& x, const Tensor& w, const Tensor& out) = 0;
 
   // Per-head linear: out[t, h, :] = w[h] · x[t, h, :]. x: [n, H, k];
-  // w: [H, m, k] (any weight dtype); out: [n, H, m].
+  // w: [H, m, k] (any weight dtype); out: [n, H, m]. x, out: activations.
   virtual void head_linear(const Tensor& x, const Tensor& w, const Tensor& out) = 0;
 
   // out = silu(gate) * up with gate = gate_up[:, :f], up = gate_up[:, f:].
-  // gate_up: [n, 2f]; out: [n, f].
+  // gate_up: [n, 2f]; out: [n, f]. Activations.
   virtual void silu_mul(const Tensor& gate_up, const Tensor& out) = 0;
 
   // Rotates interleaved pairs (x[2i], x[2i+1]) of every head in place by the
-  // angle table at each token's position. x: [n, H, rope_dim] or [n, rope_dim];
+  // angle table at each token's position. x: [n, H, rope_dim] or [n, rope_dim] activation;
   // positions: [n] I32; cos_sin: [max_pos, rope_dim / 2, 2] F32 (cos, sin).
   virtual void rope(const Tensor& x, const Tensor& positions, const Tensor& cos_sin) = 0;
 
   // cache[slot / block_size, slot % block_size, :] = kv[t, :] for each token,
-  // rounded to the cache's dtype. kv: [n, width] F32; slot_mapping: [n] I32;
+  // rounded to the cache's dtype. kv: [n, width] activation; slot_mapping: [n] I32;
   // cache: [n_blocks, block_size, width] F32 or BF16.
   virtual void kv_cache_write(const Tensor& kv, const Tensor& slot_mapping,
                               const Tensor& cache) = 0;
@@ -149,7 +159,7 @@ class Backend {
   // the positions p the token may see; out[t, h] = Σ softmax(scale · score)(p)
   // · latent(p). q_latent: [n, H, latent_dim]; q_rope: [n, H, rope_dim];
   // cache: [n_blocks, block_size, latent_dim + rope_dim] F32 or BF16 (widened
-  // to F32 as read); out: [n, H, latent_dim].
+  // to F32 as read); out: [n, H, latent_dim]. q_latent, q_rope, out: activations.
   virtual void mla_attention(const Tensor& q_latent, const Tensor& q_rope, const Tensor& cache,
                              const AttentionBatch& batch, float scale, const Tensor& out) = 0;
 
@@ -161,7 +171,7 @@ class Backend {
   // Routed experts: out[t] = Σ_j topk_weights[t, j] · E_{topk_ids[t, j]}(x[t]),
   // E_e(x) = w_down[e] · (silu(w_gate[e] x) * (w_up[e] x)), over the ids ≥ 0 (an id of -1 is
   // an expert another rank holds: it adds nothing here). x, out: [n, d];
-  // w_gate_up: [E, 2f, d] (gate rows then up rows); w_down: [E, d, f].
+  // w_gate_up: [E, 2f, d] (gate rows then up rows); w_down: [E, d, f]. x, out: activations.
   virtual void moe_ffn(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_weights,
                        const Tensor& w_gate_up, const Tensor& w_down, const Tensor& out) = 0;
 
@@ -170,19 +180,19 @@ class Backend {
   // ones it fuses. None allocates: workspace comes from the caller.
 
   // residual += x, then out = rms_norm(residual) · weight. residual, x, out:
-  // [n, d] F32 (out may alias x, not residual); weight: [d] F32/BF16.
+  // [n, d] activations (out may alias x, not residual); weight: [d] F32/BF16.
   virtual void add_rms_norm(const Tensor& residual, const Tensor& x, const Tensor& weight,
                             float eps, const Tensor& out);
 
   // Rotates kv[:, rope_begin:] by each token's position (rope), then writes the
-  // rows into the cache (kv_cache_write). kv: [n, width] F32, rotated in place.
+  // rows into the cache (kv_cache_write). kv: [n, width] activation, rotated in place.
   virtual void rope_kv_write(const Tensor& kv, int64_t rope_begin, const Tensor& positions,
                              const Tensor& cos_sin, const Tensor& slot_mapping,
                              const Tensor& cache);
 
   // out = silu(x · w_gateᵀ) * (x · w_upᵀ) with w_gate_up = [w_gate; w_up]:
-  // [2f, k] (any weight dtype); x: [n, k]; out: [n, f]; scratch: [n, 2f] F32
-  // that the composition (linear then silu_mul) writes; a fused kernel may not.
+  // [2f, k] (any weight dtype); x: [n, k]; out: [n, f]; scratch: [n, 2f] that the
+  // composition (linear then silu_mul) writes; a fused kernel may not. Activations.
   virtual void gate_up_silu(const Tensor& x, const Tensor& w_gate_up, const Tensor& scratch,
                             const Tensor& out);
 

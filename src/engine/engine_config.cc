@@ -50,6 +50,9 @@ Status EngineConfig::validate() const {
   if (kv_cache_dtype != "bf16" && kv_cache_dtype != "f32") {
     return bad("kv_cache_dtype", kv_cache_dtype, "must be bf16 or f32");
   }
+  if (activation_dtype != "auto" && activation_dtype != "bf16" && activation_dtype != "f32") {
+    return bad("activation_dtype", activation_dtype, "must be auto, bf16 or f32");
+  }
   if (!(memory_limit_gb >= 0 && memory_limit_gb < 1e6)) {
     return bad("memory_limit_gb", memory_limit_gb, "must be in [0, 1e6) (0 = cgroup or machine)");
   }

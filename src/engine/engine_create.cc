@@ -105,6 +105,17 @@ StatusOr<std::unique_ptr<Engine>> create_engine(const EngineConfig& config, Step
   info.backend = backend->name();
   info.block_size = config.block_size;
 
+  DType act_dtype = backend->default_activation_dtype();
+  if (config.activation_dtype != "auto") {
+    act_dtype = config.activation_dtype == "bf16" ? DType::kBF16 : DType::kF32;
+    if (!backend->supports_activation_dtype(act_dtype)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("activation_dtype = ", config.activation_dtype, ": the ", backend->name(),
+                       " backend computes activations in ",
+                       dtype_name(backend->default_activation_dtype()), " only"));
+    }
+  }
+
   // KV-cache size: rows of [kv_lora_rank | rope dim] per layer per token.
   const DType kv_dtype = config.kv_cache_dtype == "f32" ? DType::kF32 : DType::kBF16;
   const int64_t bytes_per_block = KvCache::block_bytes(
@@ -136,8 +147,8 @@ StatusOr<std::unique_ptr<Engine>> create_engine(const EngineConfig& config, Step
   MemoryUsage& mem = info.memory;
   mem.weights = planned.total();
   mem.kv_cache = n_blocks * bytes_per_block;
-  mem.activations =
-      DeepseekV2Model::activation_bytes(mc, config.max_num_batched_tokens, config.max_num_seqs);
+  mem.activations = DeepseekV2Model::activation_bytes(mc, config.max_num_batched_tokens,
+                                                      config.max_num_seqs, act_dtype);
   mem.other = resident_bytes();
   RETURN_IF_ERROR(check_memory_fits(config.memory_limit_gb, mem));
   ASSIGN_OR_RETURN(auto model, DeepseekV2Model::load(std::move(model_config), checkpoint, *backend,
@@ -148,7 +159,8 @@ StatusOr<std::unique_ptr<Engine>> create_engine(const EngineConfig& config, Step
   model->reserve({.max_tokens = config.max_num_batched_tokens,
                   .max_seqs = config.max_num_seqs,
                   .max_logits = config.max_num_seqs,
-                  .max_blocks = int64_t{config.max_num_seqs} * blocks_per_seq});
+                  .max_blocks = int64_t{config.max_num_seqs} * blocks_per_seq,
+                  .activations = act_dtype});
 
   SchedulerConfig sc;
   sc.n_blocks = info.n_kv_blocks;
@@ -175,8 +187,9 @@ StatusOr<std::unique_ptr<Engine>> create_engine(const EngineConfig& config, Step
       info.id, info.architecture, info.backend, seconds(Clock::now() - start), info.n_kv_blocks,
       info.block_size, dtype_name(kv_dtype), info.max_model_len);
   MS_LOG_INFO("memory: {}", describe_memory(mem));
-  MS_LOG_INFO("engine: activation arena {} for steps of up to {} tokens and {} sequences",
-              format_bytes(mem.activations), config.max_num_batched_tokens, config.max_num_seqs);
+  MS_LOG_INFO("engine: {} activation arena {} for steps of up to {} tokens and {} sequences",
+              dtype_name(act_dtype), format_bytes(mem.activations), config.max_num_batched_tokens,
+              config.max_num_seqs);
   return start_engine(EngineParts{.config = config,
                                   .backend = std::move(backend),
                                   .model = std::move(model),

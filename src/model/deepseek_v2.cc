@@ -42,13 +42,14 @@ StatusOr<std::unique_ptr<DeepseekV2Model>> DeepseekV2Model::load(ModelConfig con
   return std::make_unique<DeepseekV2Model>(std::move(config), std::move(weights), backend);
 }
 
-int64_t DeepseekV2Model::activation_bytes(const ModelConfig& c, int64_t n, int64_t n_logit_rows) {
+int64_t DeepseekV2Model::activation_bytes(const ModelConfig& c, int64_t n, int64_t n_logit_rows,
+                                          DType activations) {
   // forward(): the logits, then the residual stream and the normed and branch
   // outputs, then the widest of the layers' scoped workspaces.
-  ArenaSize base;
+  ArenaSize base(activations);
   base.add(DType::kF32, n_logit_rows * c.vocab_size);
-  for (int i = 0; i < 3; ++i) base.add(DType::kF32, n * c.hidden_size);
-  ArenaSize attention, dense, moe, head;
+  for (int i = 0; i < 3; ++i) base.add_act(n * c.hidden_size);
+  ArenaSize attention(activations), dense(activations), moe(activations), head(activations);
   MlaAttention::workspace(attention, n, mla_dims(c));
   DenseMlp::workspace(dense, n, c.intermediate_size);
   if (c.n_routed_experts.has_value()) {
@@ -221,11 +222,16 @@ Status DeepseekV2Model::reduce(const Tensor& y, Communicator* group) {
 }
 
 void DeepseekV2Model::reserve(const StepLimits& limits) {
-  const int64_t arena =
-      activation_bytes(rank_config(config_, tp_size_), limits.max_tokens, limits.max_logits);
+  MS_CHECK(backend_.supports_activation_dtype(limits.activations), "model: the ", backend_.name(),
+           " backend has no ", dtype_name(limits.activations), " activations");
+  MS_CHECK(limits.activations == DType::kF32 || (tp_ == nullptr && ep_ == nullptr),
+           "model: host collectives reduce F32 activations only");
+  const int64_t arena = activation_bytes(rank_config(config_, tp_size_), limits.max_tokens,
+                                         limits.max_logits, limits.activations);
   ctx_ = std::make_unique<StepContext>(backend_, limits, arena);
-  MS_LOG_DEBUG("model: step context for {} tokens, {} sequences, {} logit rows: arena {} bytes",
-               limits.max_tokens, limits.max_seqs, limits.max_logits, arena);
+  MS_LOG_DEBUG(
+      "model: step context for {} tokens, {} sequences, {} logit rows: {} arena of {} bytes",
+      limits.max_tokens, limits.max_seqs, limits.max_logits, dtype_name(limits.activations), arena);
 }
 
 Status DeepseekV2Model::validate(const ForwardBatch& b, const KvCache& cache) const {
@@ -283,7 +289,8 @@ StatusOr<StepContext*> DeepseekV2Model::plan(const ForwardBatch& batch, const Kv
     reserve({.max_tokens = grow(have.max_tokens, batch.n_tokens()),
              .max_seqs = grow(have.max_seqs, batch.n_seqs),
              .max_logits = grow(have.max_logits, static_cast<int64_t>(batch.logits_rows.size())),
-             .max_blocks = grow(have.max_blocks, static_cast<int64_t>(batch.block_tables.size()))});
+             .max_blocks = grow(have.max_blocks, static_cast<int64_t>(batch.block_tables.size())),
+             .activations = have.activations});
   }
   ctx_->upload(batch, cache.block_size());
   return ctx_.get();
@@ -294,9 +301,9 @@ StatusOr<Tensor> DeepseekV2Model::forward(StepContext& ctx, const KvCache& cache
   ActivationArena& arena = ctx.arena();
   const int64_t n = ctx.n_tokens(), d = config_.hidden_size;
   const Tensor logits = arena.take(DType::kF32, {ctx.n_logits(), config_.vocab_size});
-  const Tensor x = arena.take(DType::kF32, {n, d});  // the residual stream
-  const Tensor h = arena.take(DType::kF32, {n, d});  // its normed copy
-  const Tensor y = arena.take(DType::kF32, {n, d});  // a branch's output
+  const Tensor x = arena.take_act({n, d});  // the residual stream
+  const Tensor h = arena.take_act({n, d});  // its normed copy
+  const Tensor y = arena.take_act({n, d});  // a branch's output
   embed_.forward(be, ctx.tokens(), x);
   for (size_t i = 0; i < layers_.size(); ++i) {
     const DecoderLayer& l = layers_[i];

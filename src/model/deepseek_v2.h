@@ -57,9 +57,10 @@ class DeepseekV2Model {
                                                          Backend& backend,
                                                          const LoadProgress& progress = {});
   // The activation arena of a step of up to `n_tokens` tokens and
-  // `n_logit_rows` logit rows: exactly what forward() takes from it at most.
-  static int64_t activation_bytes(const ModelConfig& config, int64_t n_tokens,
-                                  int64_t n_logit_rows);
+  // `n_logit_rows` logit rows with `activations`-typed activations: exactly
+  // what forward() takes from it at most.
+  static int64_t activation_bytes(const ModelConfig& config, int64_t n_tokens, int64_t n_logit_rows,
+                                  DType activations = DType::kF32);
   // For weights made elsewhere (benchmarks build random ones).
   DeepseekV2Model(ModelConfig config, DeepseekWeights weights, Backend& backend);
   // Loaded weights sharded for `parallel` (this rank's share of the full weights; on a host
@@ -84,7 +85,9 @@ class DeepseekV2Model {
 
   // Allocates the step context (metadata and activation arena) for steps up
   // to `limits`. plan() grows it when a batch exceeds it, so a caller that
-  // never reserves still runs; the engine reserves once at start-up.
+  // never reserves still runs (with F32 activations); the engine reserves once
+  // at start-up. limits.activations must be one the backend supports, and F32
+  // under tensor or expert parallelism (the host collectives reduce F32).
   void reserve(const StepLimits& limits);
   // Bytes of the reserved arena (0 before the first reserve or plan).
   int64_t arena_bytes() const { return ctx_ ? ctx_->arena().capacity() : 0; }

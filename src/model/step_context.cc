@@ -17,8 +17,8 @@ ArenaSize& ArenaSize::add(DType dtype, int64_t numel) {
   return *this;
 }
 
-ActivationArena::ActivationArena(Backend& backend, int64_t capacity_bytes)
-    : capacity_(round_up(capacity_bytes, ArenaSize::kAlign)) {
+ActivationArena::ActivationArena(Backend& backend, int64_t capacity_bytes, DType activations)
+    : act_(activations), capacity_(round_up(capacity_bytes, ArenaSize::kAlign)) {
   storage_ = backend.alloc(DType::kF32, {std::max<int64_t>(capacity_ / 4, 1)});
 }
 
@@ -36,7 +36,7 @@ Tensor ActivationArena::take(DType dtype, std::vector<int64_t> shape) {
 }
 
 StepContext::StepContext(Backend& backend, const StepLimits& limits, int64_t arena_bytes)
-    : backend_(backend), limits_(limits), arena_(backend, arena_bytes) {
+    : backend_(backend), limits_(limits), arena_(backend, arena_bytes, limits.activations) {
   const int64_t n = 4 * limits.max_tokens + limits.max_logits + limits.max_blocks;
   staging_ = Tensor::empty_host(DType::kI32, {n});
   meta_ = backend.alloc(DType::kI32, {n});

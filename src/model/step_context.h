@@ -21,6 +21,8 @@ struct StepLimits {
   int64_t max_seqs = 0;    // sequences in one step (max_num_seqs)
   int64_t max_logits = 0;  // logit rows in one step (max_seqs, or more for prompt logprobs)
   int64_t max_blocks = 0;  // entries of all block tables of one step together
+  // The dtype of the activations (Backend::supports_activation_dtype); logits stay F32.
+  DType activations = DType::kF32;
 };
 
 // Byte sizes of arena allocations, counted the way ActivationArena::take()
@@ -28,10 +30,15 @@ struct StepLimits {
 class ArenaSize {
  public:
   static constexpr int64_t kAlign = 256;  // every take() starts on this boundary
+  explicit ArenaSize(DType activations = DType::kF32) : act_(activations) {}
   ArenaSize& add(DType dtype, int64_t numel);
+  // An activation of `numel` elements, in the step's activation dtype.
+  ArenaSize& add_act(int64_t numel) { return add(act_, numel); }
+  DType act() const { return act_; }
   int64_t bytes() const { return bytes_; }
 
  private:
+  DType act_;
   int64_t bytes_ = 0;
 };
 
@@ -42,9 +49,12 @@ class ArenaSize {
 class ActivationArena {
  public:
   ActivationArena() = default;
-  ActivationArena(Backend& backend, int64_t capacity_bytes);
+  ActivationArena(Backend& backend, int64_t capacity_bytes, DType activations);
 
   Tensor take(DType dtype, std::vector<int64_t> shape);
+  // An activation tensor, in the step's activation dtype.
+  Tensor take_act(std::vector<int64_t> shape) { return take(act_, std::move(shape)); }
+  DType act() const { return act_; }
   int64_t capacity() const { return capacity_; }
   int64_t used() const { return offset_; }
   int64_t high_water() const { return high_water_; }
@@ -64,6 +74,7 @@ class ActivationArena {
 
  private:
   Tensor storage_;  // [capacity / 4] F32: the bytes every view shares
+  DType act_ = DType::kF32;
   int64_t capacity_ = 0;
   int64_t offset_ = 0;
   int64_t high_water_ = 0;

@@ -37,6 +37,7 @@ constexpr const char* kUsage =
     "  --threads N          CPU threads (default: all)\n"
     "  --block-size N       KV-cache block size in tokens (default 64)\n"
     "  --kv-cache-dtype D   bf16 (default) or f32\n"
+    "  --activation-dtype D auto (default: the backend's), bf16 or f32\n"
     "  --memory-limit-gb G  memory the model must fit in (default: cgroup limit or RAM)\n"
     "  --log-level LEVEL    trace, debug, info (default), warn, error, off\n";
 
@@ -54,6 +55,7 @@ struct GenerateArgs {
   int block_size = 64;
   double memory_limit_gb = 0;
   std::string kv_cache_dtype = "bf16";
+  std::string activation_dtype = "auto";
   std::string log_level = "info";
 };
 
@@ -114,6 +116,8 @@ StatusOr<GenerateArgs> parse_args(int argc, char** argv) {
       RETURN_IF_ERROR(parse_number(flag, v, &a.block_size));
     } else if (flag == "--kv-cache-dtype") {
       a.kv_cache_dtype = v;
+    } else if (flag == "--activation-dtype") {
+      a.activation_dtype = v;
     } else if (flag == "--memory-limit-gb") {
       RETURN_IF_ERROR(parse_number(flag, v, &a.memory_limit_gb));
     } else if (flag == "--log-level") {
@@ -188,6 +192,7 @@ Status generate(const GenerateArgs& a) {
   config.threads = a.threads;
   config.block_size = a.block_size;
   config.kv_cache_dtype = a.kv_cache_dtype;
+  config.activation_dtype = a.activation_dtype;
   config.kv_cache_memory_mb = 0;  // room for max_num_seqs sequences of max_model_len
   config.memory_limit_gb = a.memory_limit_gb;
   config.max_num_seqs = 1;

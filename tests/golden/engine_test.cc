@@ -372,6 +372,21 @@ TEST(EngineTest, CreateNamesWhatIsWrong) {
   engine = Engine::create(config);
   ASSERT_FALSE(engine.ok());
   EXPECT_NE(engine.status().message().find("max_model_len"), std::string::npos);
+  config = small_config();
+  config.activation_dtype = "bf16";  // the CPU backend is the F32 reference
+  engine = Engine::create(config);
+  ASSERT_FALSE(engine.ok());
+  EXPECT_EQ(engine.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(engine.status().message().find("activation_dtype = bf16: the cpu backend computes "
+                                           "activations in F32 only"),
+            std::string::npos)
+      << engine.status();
+  config.activation_dtype = "fp16";
+  engine = Engine::create(config);
+  ASSERT_FALSE(engine.ok());
+  EXPECT_NE(engine.status().message().find("activation_dtype"), std::string::npos);
+  config.activation_dtype = "f32";
+  EXPECT_NE(make_engine(config), nullptr);
 }
 
 // With neither kv_cache_blocks nor kv_cache_memory_mb the cache holds max_num_seqs sequences

@@ -64,8 +64,16 @@ struct Prepared {
 // the figures alone).
 class Inputs {
  public:
-  Inputs(Backend& be, uint64_t seed, bool meta)
-      : be_(be), rng_{seed * 0x9E3779B97F4A7C15ull + 1}, meta_(meta) {}
+  // Activations of the case's dtype `act`: BF16 values (rounded from the same
+  // random draws) on every backend, stored as BF16 where the backend computes
+  // BF16 activations and widened exactly to F32 where it does not (the CPU
+  // reference).
+  Inputs(Backend& be, uint64_t seed, bool meta, DType act)
+      : be_(be),
+        rng_{seed * 0x9E3779B97F4A7C15ull + 1},
+        meta_(meta),
+        act_(act),
+        stored_act_(be.supports_activation_dtype(act) ? act : DType::kF32) {}
 
   // Host values uniform in [lo, hi], as `dtype` (FP8 gets 128×128 F32 block
   // scales; I8 is quantize_int8 of F32 values, with per-row scales).
@@ -124,6 +132,17 @@ class Inputs {
   Tensor random(DType dtype, std::vector<int64_t> shape, float lo = -1.0f, float hi = 1.0f) {
     return dev(host(dtype, std::move(shape), lo, hi));
   }
+  // An activation input / output (see the constructor).
+  Tensor act(std::vector<int64_t> shape, float lo = -1.0f, float hi = 1.0f) {
+    if (meta_) return Tensor(nullptr, stored_act_, std::move(shape));
+    const Tensor h = host(act_, std::move(shape), lo, hi);
+    if (h.dtype() == stored_act_) return dev(h);
+    Tensor wide = Tensor::empty_host(DType::kF32, h.shape());
+    const std::vector<float> v = to_f32_vector(h);
+    std::copy(v.begin(), v.end(), wide.data<float>());
+    return dev(wide);
+  }
+  Tensor act_out(std::vector<int64_t> shape) { return zeros(stored_act_, std::move(shape)); }
   Tensor weight(DType dtype, std::vector<int64_t> shape) {
     Tensor h = host(dtype, std::move(shape));
     return meta_ ? h : be_.prepare_weight(h);
@@ -144,6 +163,8 @@ class Inputs {
   Backend& be_;
   Xorshift64Star rng_;  // fast: a case's inputs are up to 10^8 values
   bool meta_;
+  DType act_;         // the case's activation dtype
+  DType stored_act_;  // what this backend gets: act_, or F32 where it lacks act_
 };
 
 double bytes_of(const Tensor& t) {
@@ -153,7 +174,7 @@ double bytes_of(const Tensor& t) {
 }
 
 Prepared prepare(Backend& be, const OpCase& c, uint64_t seed, bool meta = false) {
-  Inputs in(be, seed, meta);
+  Inputs in(be, seed, meta, c.act);
   const std::vector<int64_t>& d = c.dims;
   Prepared p;
   switch (c.op) {
@@ -162,49 +183,49 @@ Prepared prepare(Backend& be, const OpCase& c, uint64_t seed, bool meta = false)
       std::vector<int32_t> idx(static_cast<size_t>(d[2]));
       for (int32_t& i : idx) i = static_cast<int32_t>(in.randint(d[0]));
       Tensor ids = in.ints(idx, {d[2]});
-      p.out = in.zeros(DType::kF32, {d[2], d[1]});
+      p.out = in.act_out({d[2], d[1]});
       p.run = [&be, table, ids, out = p.out] { be.gather_rows(table, ids, out); };
       p.bytes = static_cast<double>(d[2] * d[1]) * (dtype_bits(c.dtype) / 8.0 + 4);
       break;
     }
     case Op::kRmsNorm: {
-      Tensor x = in.random(DType::kF32, {d[0], d[1]});
+      Tensor x = in.act({d[0], d[1]});
       Tensor w = in.weight(c.dtype, {d[1]});
-      p.out = in.zeros(DType::kF32, {d[0], d[1]});
+      p.out = in.act_out({d[0], d[1]});
       p.run = [&be, x, w, out = p.out] { be.rms_norm(x, w, 1e-6f, out); };
       p.bytes = 8.0 * static_cast<double>(d[0] * d[1]) + bytes_of(w);
       p.flops = 4.0 * static_cast<double>(d[0] * d[1]);
       break;
     }
     case Op::kAdd: {
-      Tensor a = in.random(DType::kF32, {d[0], d[1]}), b = in.random(DType::kF32, {d[0], d[1]});
-      p.out = in.zeros(DType::kF32, {d[0], d[1]});
+      Tensor a = in.act({d[0], d[1]}), b = in.act({d[0], d[1]});
+      p.out = in.act_out({d[0], d[1]});
       p.run = [&be, a, b, out = p.out] { be.add(a, b, out); };
       p.bytes = 12.0 * static_cast<double>(d[0] * d[1]);
       p.flops = static_cast<double>(d[0] * d[1]);
       break;
     }
     case Op::kLinear: {
-      Tensor x = in.random(DType::kF32, {d[0], d[1]});
+      Tensor x = in.act({d[0], d[1]});
       Tensor w = in.weight(c.dtype, {d[2], d[1]});
-      p.out = in.zeros(DType::kF32, {d[0], d[2]});
+      p.out = in.act_out({d[0], d[2]});
       p.run = [&be, x, w, out = p.out] { be.linear(x, w, out); };
       p.bytes = bytes_of(w) + 4.0 * static_cast<double>(d[0] * (d[1] + d[2]));
       p.flops = 2.0 * static_cast<double>(d[0] * d[1] * d[2]);
       break;
     }
     case Op::kHeadLinear: {
-      Tensor x = in.random(DType::kF32, {d[0], d[1], d[2]});
+      Tensor x = in.act({d[0], d[1], d[2]});
       Tensor w = in.weight(c.dtype, {d[1], d[3], d[2]});
-      p.out = in.zeros(DType::kF32, {d[0], d[1], d[3]});
+      p.out = in.act_out({d[0], d[1], d[3]});
       p.run = [&be, x, w, out = p.out] { be.head_linear(x, w, out); };
       p.bytes = bytes_of(w) + 4.0 * static_cast<double>(d[0] * d[1] * (d[2] + d[3]));
       p.flops = 2.0 * static_cast<double>(d[0] * d[1] * d[2] * d[3]);
       break;
     }
     case Op::kSiluMul: {
-      Tensor gu = in.random(DType::kF32, {d[0], 2 * d[1]}, -4.0f, 4.0f);
-      p.out = in.zeros(DType::kF32, {d[0], d[1]});
+      Tensor gu = in.act({d[0], 2 * d[1]}, -4.0f, 4.0f);
+      p.out = in.act_out({d[0], d[1]});
       p.run = [&be, gu, out = p.out] { be.silu_mul(gu, out); };
       p.bytes = 12.0 * static_cast<double>(d[0] * d[1]);
       p.flops = 5.0 * static_cast<double>(d[0] * d[1]);
@@ -212,7 +233,7 @@ Prepared prepare(Backend& be, const OpCase& c, uint64_t seed, bool meta = false)
     }
     case Op::kRope: {
       const int64_t n = d[0], heads = d[1], rd = d[2], max_pos = 4096;
-      Tensor x = in.random(DType::kF32, {n, heads, rd});
+      Tensor x = in.act({n, heads, rd});
       Tensor cs = in.random(DType::kF32, {max_pos, rd / 2, 2});
       std::vector<int32_t> pos(static_cast<size_t>(n));
       for (int32_t& q : pos) q = static_cast<int32_t>(in.randint(max_pos));
@@ -225,7 +246,7 @@ Prepared prepare(Backend& be, const OpCase& c, uint64_t seed, bool meta = false)
     }
     case Op::kKvCacheWrite: {
       const int64_t n = d[0], width = d[1], blocks = d[2], bs = d[3];
-      Tensor kv = in.random(DType::kF32, {n, width});
+      Tensor kv = in.act({n, width});
       std::vector<int32_t> slots(static_cast<size_t>(blocks * bs));
       for (size_t i = 0; i < slots.size(); ++i) slots[i] = static_cast<int32_t>(i);
       std::shuffle(slots.begin(), slots.end(), std::mt19937(static_cast<unsigned>(seed)));
@@ -254,9 +275,9 @@ Prepared prepare(Backend& be, const OpCase& c, uint64_t seed, bool meta = false)
       batch.slot_mapping = in.ints(pos, {seqs});
       batch.block_tables = in.ints(table, {seqs, per_seq});
       batch.block_size = static_cast<int>(bs);
-      Tensor ql = in.random(DType::kF32, {seqs, heads, latent}, -0.1f, 0.1f);
-      Tensor qr = in.random(DType::kF32, {seqs, heads, rd}, -0.1f, 0.1f);
-      p.out = in.zeros(DType::kF32, {seqs, heads, latent});
+      Tensor ql = in.act({seqs, heads, latent}, -0.1f, 0.1f);
+      Tensor qr = in.act({seqs, heads, rd}, -0.1f, 0.1f);
+      p.out = in.act_out({seqs, heads, latent});
       const float scale = 1.0f / std::sqrt(static_cast<float>(latent + rd));
       p.run = [&be, ql, qr, cache, batch, scale, out = p.out] {
         be.mla_attention(ql, qr, cache, batch, scale, out);
@@ -320,7 +341,7 @@ Prepared prepare(Backend& be, const OpCase& c, uint64_t seed, bool meta = false)
     }
     case Op::kMoeFfn: {
       const int64_t n = d[0], experts = d[1], k = d[2], dm = d[3], f = d[4];
-      Tensor x = in.random(DType::kF32, {n, dm});
+      Tensor x = in.act({n, dm});
       Tensor gu = in.weight(c.dtype, {experts, 2 * f, dm});
       Tensor down = in.weight(c.dtype, {experts, dm, f});
       std::vector<int32_t> idx(static_cast<size_t>(n * k));
@@ -331,7 +352,7 @@ Prepared prepare(Backend& be, const OpCase& c, uint64_t seed, bool meta = false)
       }
       Tensor ids = in.ints(idx, {n, k});
       Tensor w = in.random(DType::kF32, {n, k}, 0.05f, 0.5f);
-      p.out = in.zeros(DType::kF32, {n, dm});
+      p.out = in.act_out({n, dm});
       p.run = [&be, x, ids, w, gu, down, out = p.out] { be.moe_ffn(x, ids, w, gu, down, out); };
       const double used =
           std::min<double>(static_cast<double>(experts), static_cast<double>(n * k));
@@ -340,10 +361,10 @@ Prepared prepare(Backend& be, const OpCase& c, uint64_t seed, bool meta = false)
       break;
     }
     case Op::kAddRmsNorm: {
-      Tensor residual = in.random(DType::kF32, {d[0], d[1]});
-      Tensor x = in.random(DType::kF32, {d[0], d[1]});
+      Tensor residual = in.act({d[0], d[1]});
+      Tensor x = in.act({d[0], d[1]});
       Tensor w = in.weight(c.dtype, {d[1]});
-      p.out = in.zeros(DType::kF32, {d[0], d[1]});
+      p.out = in.act_out({d[0], d[1]});
       // Each run adds x to the residual again, the same way on every backend.
       p.run = [&be, residual, x, w, out = p.out] { be.add_rms_norm(residual, x, w, 1e-6f, out); };
       p.bytes = 16.0 * static_cast<double>(d[0] * d[1]) + bytes_of(w);
@@ -352,7 +373,7 @@ Prepared prepare(Backend& be, const OpCase& c, uint64_t seed, bool meta = false)
     }
     case Op::kRopeKvWrite: {
       const int64_t n = d[0], width = d[1], rd = d[2], blocks = d[3], bs = d[4], max_pos = 4096;
-      Tensor kv = in.random(DType::kF32, {n, width});
+      Tensor kv = in.act({n, width});
       Tensor cs = in.random(DType::kF32, {max_pos, rd / 2, 2});
       std::vector<int32_t> pos(static_cast<size_t>(n));
       for (int32_t& q : pos) q = static_cast<int32_t>(in.randint(max_pos));
@@ -372,10 +393,10 @@ Prepared prepare(Backend& be, const OpCase& c, uint64_t seed, bool meta = false)
     }
     case Op::kGateUpSilu: {
       const int64_t n = d[0], k = d[1], f = d[2];
-      Tensor x = in.random(DType::kF32, {n, k});
+      Tensor x = in.act({n, k});
       Tensor w = in.weight(c.dtype, {2 * f, k});
-      Tensor scratch = in.zeros(DType::kF32, {n, 2 * f});
-      p.out = in.zeros(DType::kF32, {n, f});
+      Tensor scratch = in.act_out({n, 2 * f});
+      p.out = in.act_out({n, f});
       p.run = [&be, x, w, scratch, out = p.out] { be.gate_up_silu(x, w, scratch, out); };
       p.bytes = bytes_of(w) + 4.0 * static_cast<double>(n * (k + f));
       p.flops = 4.0 * static_cast<double>(n * k * f);
@@ -463,9 +484,15 @@ Prepared prepare(Backend& be, const OpCase& c, uint64_t seed, bool meta = false)
   return p;
 }
 
-OpCase make(Op op, DType dtype, std::vector<int64_t> dims, double tolerance) {
-  return {absl::StrCat(op_name(op), " ", dtype_name(dtype), " [", absl::StrJoin(dims, ","), "]"),
-          op, dtype, std::move(dims), tolerance};
+OpCase make(Op op, DType dtype, std::vector<int64_t> dims, double tolerance,
+            DType act = DType::kF32) {
+  return {absl::StrCat(op_name(op), " ", dtype_name(dtype), " [", absl::StrJoin(dims, ","), "]",
+                       act == DType::kF32 ? "" : absl::StrCat(" act ", dtype_name(act))),
+          op,
+          dtype,
+          std::move(dims),
+          tolerance,
+          act};
 }
 
 }  // namespace
@@ -528,6 +555,26 @@ std::vector<OpCase> backend_op_cases() {
   for (DType t : {DType::kF32, DType::kBF16}) {
     c.push_back(make(Op::kRopeKvWrite, t, {64, 576, 64, 64, 16}, 1e-5));
   }
+  // BF16 activations: outputs rounded to BF16 once (relative error up to 2^-9
+  // of each value, so up to 4e-3 of the largest), inputs the same BF16 values
+  // on every backend.
+  constexpr DType kBf16 = DType::kBF16;
+  constexpr double kBf16Act = 1e-2;
+  c.push_back(make(Op::kGatherRows, kBf16, {8192, 2048, 16}, 0, kBf16));
+  c.push_back(make(Op::kRmsNorm, kBf16, {64, 7168}, kBf16Act, kBf16));
+  c.push_back(make(Op::kAdd, DType::kF32, {64, 7168}, kBf16Act, kBf16));
+  c.push_back(make(Op::kSiluMul, DType::kF32, {64, 2048}, kBf16Act, kBf16));
+  for (int64_t n : {1, 64}) {
+    c.push_back(make(Op::kLinear, kBf16, {n, 2048, 3072}, kBf16Act, kBf16));
+    c.push_back(make(Op::kAddRmsNorm, kBf16, {n, 7168}, kBf16Act, kBf16));
+    c.push_back(make(Op::kGateUpSilu, kBf16, {n, 2048, 10944}, kBf16Act, kBf16));
+  }
+  c.push_back(make(Op::kHeadLinear, kBf16, {4, 16, 128, 512}, kBf16Act, kBf16));
+  c.push_back(make(Op::kRope, DType::kF32, {64, 16, 64}, kBf16Act, kBf16));
+  c.push_back(make(Op::kKvCacheWrite, kBf16, {64, 576, 64, 16}, kBf16Act, kBf16));
+  c.push_back(make(Op::kRopeKvWrite, kBf16, {64, 576, 64, 64, 16}, kBf16Act, kBf16));
+  c.push_back(make(Op::kMlaAttention, kBf16, {4, 1000, 16, 512, 64, 16}, kBf16Act, kBf16));
+  c.push_back(make(Op::kMoeFfn, kBf16, {16, 8, 6, 2048, 1408}, kBf16Act, kBf16));
   c.push_back(make(Op::kLogSoftmaxTopk, DType::kF32, {8, 129280, 20}, 1e-5));
   for (int64_t k : {1, 20}) {
     c.push_back(make(Op::kLogSoftmaxTopk, DType::kF32, {1, 102400, k}, 1e-5));  // V2's vocabulary

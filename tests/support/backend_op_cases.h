@@ -19,6 +19,10 @@ struct OpCase {
   DType dtype;                // weight / table / KV-cache dtype (F32 for ops without one)
   std::vector<int64_t> dims;  // per op, see backend_op_cases.cc
   double tolerance;           // max |got - cpu| / max |cpu| over the output
+  // Activation dtype (Backend::supports_activation_dtype). BF16 cases feed
+  // every backend the same BF16 values; one that lacks BF16 activations (the
+  // CPU reference) gets them widened to F32 and returns F32.
+  DType act = DType::kF32;
 };
 
 // DeepSeek-V2-Lite- and V3-shaped cases at decode and prefill sizes.

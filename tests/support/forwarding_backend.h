@@ -18,6 +18,10 @@ class ComposingBackend : public Backend {
   std::string name() const override { return inner_.name() + "+composed"; }
   Device device() const override { return inner_.device(); }
   bool supports(Op op, DType dtype) const override { return inner_.supports(op, dtype); }
+  bool supports_activation_dtype(DType dtype) const override {
+    return inner_.supports_activation_dtype(dtype);
+  }
+  DType default_activation_dtype() const override { return inner_.default_activation_dtype(); }
   Tensor alloc(DType dtype, std::vector<int64_t> shape) override {
     return inner_.alloc(dtype, std::move(shape));
   }

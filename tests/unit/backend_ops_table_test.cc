@@ -2,7 +2,8 @@
 // backend: it covers every op of the interface, every case gives a finite,
 // non-trivial output, and the CPU backend gives the same result, within the
 // case's tolerance, with 1 thread and with 3 (other chunkings of every
-// parallel loop), and its fused ops agree with their default compositions.
+// parallel loop), and its fused ops agree with their default compositions;
+// the BF16-activation cases differ from F32 by their rounding alone.
 // Other backends run the same table against the CPU in
 // tests/gpu/backend_ops_test.cc.
 #include <cmath>
@@ -10,7 +11,9 @@
 
 #include "backend/cpu/cpu_backend.h"
 #include "tests/support/backend_op_cases.h"
+#include "tests/support/bf16_activation_backend.h"
 #include "tests/support/forwarding_backend.h"
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 namespace moeserve {
@@ -68,7 +71,32 @@ TEST(BackendOpsTableTest, FusedOpsMatchTheirDefaultCompositions) {
     EXPECT_LE(max_rel_error(fused.out, parts.out), c.tolerance);
     ++ran;
   }
-  EXPECT_EQ(ran, 20);
+  EXPECT_EQ(ran, 25);
+}
+
+// The BF16-activation cases on a backend with BF16 activations (the CPU's ops,
+// each activation output rounded to BF16 once, as a BF16 device backend
+// stores) against the CPU's F32 result on the same BF16 inputs: within each
+// case's tolerance, and really rounded (not bit-equal) where the output is an
+// activation of new values.
+TEST(BackendOpsTableTest, Bf16ActivationCasesDifferOnlyByTheirRounding) {
+  CpuBackend cpu(2);
+  Bf16ActivationBackend bf16(cpu);
+  int ran = 0, rounded = 0;
+  for (const OpCase& c : backend_op_cases()) {
+    if (c.act != DType::kBF16) continue;
+    SCOPED_TRACE(c.name);
+    const OpResult want = run_op_case(cpu, c, 9);
+    const OpResult got = run_op_case(bf16, c, 9);
+    const double err = max_rel_error(got.out, want.out);
+    EXPECT_LE(err, c.tolerance);
+    if (err > 0) ++rounded;
+    ++ran;
+  }
+  EXPECT_EQ(ran, 16);
+  // All but the gather (a BF16 table's rows are exact in BF16) and the two cache writes.
+  EXPECT_EQ(rounded, 13);
+  EXPECT_THAT(bf16.f32_activations(), ::testing::IsEmpty());
 }
 
 }  // namespace

@@ -13,7 +13,9 @@
 #include "model/deepseek_v2.h"
 #include "model/layers/linear.h"
 #include "model/step_context.h"
+#include "tests/support/bf16_activation_backend.h"
 #include "tests/support/forwarding_backend.h"
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 namespace moeserve {
@@ -97,32 +99,60 @@ TEST(PlannedStepTest, DecodeStepsAllocateNothingAfterWarmUp) {
 }
 
 // At the reserved limits a step takes exactly activation_bytes() from the
-// arena: the layers' workspace arithmetic matches what forward() takes.
+// arena: the layers' workspace arithmetic matches what forward() takes, in F32
+// and in BF16 activations (on a backend with them: every activation an op
+// receives is then BF16, and the arena is smaller).
 TEST(PlannedStepTest, LargestStepUsesExactlyTheReservedArena) {
   for (const char* name : {"v2_lite_tiny", "v2_tiny", "v3_tiny", "v3_fp8_tiny"}) {
-    SCOPED_TRACE(name);
-    CpuBackend be(2);
-    auto model = DeepseekV2Model::load(tiny(name), be);
-    ASSERT_TRUE(model.ok()) << model.status();
-    DeepseekV2Model& m = **model;
-    const int block_size = 8, per_seq = 8, n_seqs = 3, n_tokens = 45;
-    KvCache cache(be, m.config().num_hidden_layers, n_seqs * per_seq, block_size, m.kv_row_width(),
-                  DType::kF32);
-    const StepLimits limits{.max_tokens = n_tokens,
-                            .max_seqs = n_seqs,
-                            .max_logits = n_seqs,
-                            .max_blocks = n_seqs * per_seq};
-    m.reserve(limits);
-    const int64_t want = DeepseekV2Model::activation_bytes(m.config(), n_tokens, n_seqs);
-    EXPECT_EQ(m.arena_bytes(), want);
-    std::vector<std::vector<int32_t>> tokens(n_seqs);
-    for (int t = 0; t < n_tokens; ++t) tokens[static_cast<size_t>(t % n_seqs)].push_back(t % 50);
-    auto step = m.plan(Batcher{block_size, per_seq}.make(tokens, {0, 0, 0}), cache);
-    ASSERT_TRUE(step.ok()) << step.status();
-    ASSERT_TRUE(m.forward(**step, cache).ok());
-    EXPECT_EQ((*step)->arena().high_water(), want);
-    EXPECT_EQ(m.arena_bytes(), want) << "the context grew for a step within its limits";
+    int64_t f32_bytes = 0;
+    for (const DType act : {DType::kF32, DType::kBF16}) {
+      SCOPED_TRACE(std::string(name) + " " + dtype_name(act));
+      CpuBackend cpu(2);
+      Bf16ActivationBackend bf16(cpu);
+      Backend& be = act == DType::kF32 ? static_cast<Backend&>(cpu) : bf16;
+      auto model = DeepseekV2Model::load(tiny(name), be);
+      ASSERT_TRUE(model.ok()) << model.status();
+      DeepseekV2Model& m = **model;
+      const int block_size = 8, per_seq = 8, n_seqs = 3, n_tokens = 45;
+      KvCache cache(be, m.config().num_hidden_layers, n_seqs * per_seq, block_size,
+                    m.kv_row_width(), DType::kF32);
+      const StepLimits limits{.max_tokens = n_tokens,
+                              .max_seqs = n_seqs,
+                              .max_logits = n_seqs,
+                              .max_blocks = n_seqs * per_seq,
+                              .activations = act};
+      m.reserve(limits);
+      const int64_t want = DeepseekV2Model::activation_bytes(m.config(), n_tokens, n_seqs, act);
+      EXPECT_EQ(m.arena_bytes(), want);
+      std::vector<std::vector<int32_t>> tokens(n_seqs);
+      for (int t = 0; t < n_tokens; ++t) tokens[static_cast<size_t>(t % n_seqs)].push_back(t % 50);
+      auto step = m.plan(Batcher{block_size, per_seq}.make(tokens, {0, 0, 0}), cache);
+      ASSERT_TRUE(step.ok()) << step.status();
+      auto logits = m.forward(**step, cache);
+      ASSERT_TRUE(logits.ok()) << logits.status();
+      EXPECT_EQ(logits->dtype(), DType::kF32);
+      EXPECT_EQ((*step)->arena().high_water(), want);
+      EXPECT_EQ(m.arena_bytes(), want) << "the context grew for a step within its limits";
+      if (act == DType::kF32) {
+        f32_bytes = want;
+      } else {
+        EXPECT_LT(want, f32_bytes);
+        EXPECT_THAT(bf16.f32_activations(), ::testing::IsEmpty());
+      }
+    }
   }
+}
+
+TEST(PlannedStepDeathTest, ActivationDtypeTheBackendLacksAborts) {
+  CpuBackend be(1);
+  auto model = DeepseekV2Model::load(tiny("v2_lite_tiny"), be);
+  ASSERT_TRUE(model.ok()) << model.status();
+  EXPECT_DEATH((*model)->reserve({.max_tokens = 4,
+                                  .max_seqs = 1,
+                                  .max_logits = 1,
+                                  .max_blocks = 4,
+                                  .activations = DType::kBF16}),
+               "cpu backend has no BF16 activations");
 }
 
 TEST(PlannedStepTest, BadBatchIsRefusedAndTheContextIsUnchanged) {
@@ -152,7 +182,7 @@ TEST(PlannedStepTest, BadBatchIsRefusedAndTheContextIsUnchanged) {
 
 TEST(ActivationArenaTest, ScopesReuseBytesAndViewsAreAligned) {
   CpuBackend be(1);
-  ActivationArena arena(be, 4096);
+  ActivationArena arena(be, 4096, DType::kBF16);
   const Tensor a = arena.take(DType::kF32, {3, 5});
   EXPECT_EQ(arena.used(), ArenaSize::kAlign);
   {
@@ -164,17 +194,20 @@ TEST(ActivationArenaTest, ScopesReuseBytesAndViewsAreAligned) {
     EXPECT_EQ(arena.used(), 4 * ArenaSize::kAlign);
     EXPECT_EQ(c.dtype(), DType::kI32);
     EXPECT_EQ(c.dim(0), 100);
+    EXPECT_EQ(arena.take_act({2, 4}).dtype(), DType::kBF16);
+    EXPECT_EQ(arena.used(), 5 * ArenaSize::kAlign);
   }
   EXPECT_EQ(arena.used(), ArenaSize::kAlign);
-  EXPECT_EQ(arena.high_water(), 4 * ArenaSize::kAlign);
-  ArenaSize size;
-  size.add(DType::kF32, 15).add(DType::kBF16, 7).add(DType::kI32, 100);
-  EXPECT_EQ(size.bytes(), 4 * ArenaSize::kAlign);
+  EXPECT_EQ(arena.high_water(), 5 * ArenaSize::kAlign);
+  ArenaSize size(DType::kBF16);
+  size.add(DType::kF32, 15).add(DType::kBF16, 7).add(DType::kI32, 100).add_act(128);
+  EXPECT_EQ(size.bytes(), 5 * ArenaSize::kAlign);  // 128 BF16 values fit one 256-byte slot
+  EXPECT_EQ(ArenaSize(DType::kF32).add_act(128).bytes(), 2 * ArenaSize::kAlign);
 }
 
 TEST(ActivationArenaDeathTest, OverflowAborts) {
   CpuBackend be(1);
-  ActivationArena arena(be, 1024);
+  ActivationArena arena(be, 1024, DType::kF32);
   arena.take(DType::kF32, {200});
   EXPECT_DEATH(arena.take(DType::kF32, {100}), "overflows");
 }

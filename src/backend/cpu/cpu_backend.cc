@@ -5,9 +5,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <initializer_list>
 #include <limits>
 #include <numeric>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "backend/cpu/cpu_gemm.h"
@@ -29,6 +31,14 @@ void check_host(const Tensor& t, const char* what) {
 
 void check_dtype(const Tensor& t, DType d, const char* what) {
   MS_CHECK(t.dtype() == d, what, " is ", t.describe(), ", expected ", dtype_name(d));
+}
+
+// The CPU backend is the F32 reference: every activation argument is F32.
+void check_act(std::initializer_list<std::pair<const Tensor*, const char*>> args) {
+  for (const auto& [t, what] : args) {
+    MS_CHECK(t->dtype() == DType::kF32, what, " is ", t->describe(),
+             ": the CPU backend computes activations in F32");
+  }
 }
 
 float silu(float v) { return v / (1.0f + std::exp(-v)); }
@@ -95,7 +105,7 @@ void CpuBackend::gather_rows(const Tensor& src, const Tensor& indices, const Ten
   check_host(src, "gather src");
   check_host(out, "gather out");
   check_dtype(indices, DType::kI32, "gather indices");
-  check_dtype(out, DType::kF32, "gather out");
+  check_act({{&out, "gather out"}});
   const int64_t n = indices.dim(0), d = src.dim(1), n_rows = src.dim(0);
   MS_CHECK(out.dim(0) == n && out.dim(1) == d, "gather out ", out.describe());
   const int32_t* idx = indices.data<int32_t>();
@@ -109,6 +119,7 @@ void CpuBackend::gather_rows(const Tensor& src, const Tensor& indices, const Ten
 }
 
 void CpuBackend::rms_norm(const Tensor& x, const Tensor& weight, float eps, const Tensor& out) {
+  check_act({{&x, "rms_norm x"}, {&out, "rms_norm out"}});
   check_host(x, "rms_norm x");
   check_host(out, "rms_norm out");
   const int64_t n = x.dim(0), d = x.dim(1);
@@ -122,6 +133,8 @@ void CpuBackend::rms_norm(const Tensor& x, const Tensor& weight, float eps, cons
 
 void CpuBackend::add_rms_norm(const Tensor& residual, const Tensor& x, const Tensor& weight,
                               float eps, const Tensor& out) {
+  check_act(
+      {{&residual, "add_rms_norm residual"}, {&x, "add_rms_norm x"}, {&out, "add_rms_norm out"}});
   check_host(residual, "add_rms_norm residual");
   check_host(x, "add_rms_norm x");
   check_host(out, "add_rms_norm out");
@@ -168,6 +181,7 @@ const float* CpuBackend::norm_weight(const Tensor& weight) {
 }
 
 void CpuBackend::add(const Tensor& a, const Tensor& b, const Tensor& out) {
+  check_act({{&a, "add a"}, {&b, "add b"}, {&out, "add out"}});
   const int64_t n = a.dim(0), d = a.dim(1);
   MS_CHECK(b.dim(0) == n && b.dim(1) == d && out.dim(0) == n && out.dim(1) == d, "add shapes");
   for (int64_t r = 0; r < n; ++r) {
@@ -182,7 +196,7 @@ void CpuBackend::linear(const Tensor& x, const Tensor& w, const Tensor& out) {
   check_host(x, "linear x");
   check_host(w, "linear w");
   check_host(out, "linear out");
-  check_dtype(x, DType::kF32, "linear x");
+  check_act({{&x, "linear x"}, {&out, "linear out"}});
   const int64_t n = x.dim(0), k = x.dim(1), m = w.dim(0);
   MS_CHECK(w.dim(1) == k && out.dim(0) == n && out.dim(1) == m, "linear shapes ", x.describe(), " ",
            w.describe(), " ", out.describe());
@@ -191,6 +205,7 @@ void CpuBackend::linear(const Tensor& x, const Tensor& w, const Tensor& out) {
 }
 
 void CpuBackend::head_linear(const Tensor& x, const Tensor& w, const Tensor& out) {
+  check_act({{&x, "head_linear x"}, {&out, "head_linear out"}});
   const int64_t n = x.dim(0), n_heads = x.dim(1), k = x.dim(2), m = w.dim(1);
   MS_CHECK(w.dim(0) == n_heads && w.dim(2) == k && out.dim(0) == n && out.dim(1) == n_heads &&
                out.dim(2) == m,
@@ -204,6 +219,7 @@ void CpuBackend::head_linear(const Tensor& x, const Tensor& w, const Tensor& out
 }
 
 void CpuBackend::silu_mul(const Tensor& gate_up, const Tensor& out) {
+  check_act({{&gate_up, "silu_mul gate_up"}, {&out, "silu_mul out"}});
   const int64_t n = gate_up.dim(0), f = out.dim(1);
   MS_CHECK(gate_up.dim(1) == 2 * f && out.dim(0) == n, "silu_mul shapes");
   pool_.parallel_for(n, [&](int64_t b, int64_t e) {
@@ -216,6 +232,7 @@ void CpuBackend::silu_mul(const Tensor& gate_up, const Tensor& out) {
 }
 
 void CpuBackend::rope(const Tensor& x, const Tensor& positions, const Tensor& cos_sin) {
+  check_act({{&x, "rope x"}});
   check_dtype(positions, DType::kI32, "rope positions");
   const int64_t n = x.dim(0);
   const int64_t n_heads = x.ndim() == 3 ? x.dim(1) : 1;
@@ -235,6 +252,7 @@ void CpuBackend::rope(const Tensor& x, const Tensor& positions, const Tensor& co
 }
 
 void CpuBackend::kv_cache_write(const Tensor& kv, const Tensor& slot_mapping, const Tensor& cache) {
+  check_act({{&kv, "kv_cache_write kv"}});
   check_cache(kv, slot_mapping, cache);
   const int64_t n = kv.dim(0), width = kv.dim(1), n_slots = cache.dim(0) * cache.dim(1);
   const int32_t* slots = slot_mapping.data<int32_t>();
@@ -247,6 +265,7 @@ void CpuBackend::kv_cache_write(const Tensor& kv, const Tensor& slot_mapping, co
 void CpuBackend::rope_kv_write(const Tensor& kv, int64_t rope_begin, const Tensor& positions,
                                const Tensor& cos_sin, const Tensor& slot_mapping,
                                const Tensor& cache) {
+  check_act({{&kv, "rope_kv_write kv"}});
   check_cache(kv, slot_mapping, cache);
   check_dtype(positions, DType::kI32, "rope positions");
   const int64_t n = kv.dim(0), width = kv.dim(1), n_slots = cache.dim(0) * cache.dim(1);
@@ -335,6 +354,9 @@ void mla_attention_impl(const Tensor& q_latent, const Tensor& q_rope, const Tens
 
 void CpuBackend::mla_attention(const Tensor& q_latent, const Tensor& q_rope, const Tensor& cache,
                                const AttentionBatch& batch, float scale, const Tensor& out) {
+  check_act({{&q_latent, "mla_attention q_latent"},
+             {&q_rope, "mla_attention q_rope"},
+             {&out, "mla_attention out"}});
   const int64_t latent = q_latent.dim(2), rope_dim = q_rope.dim(2), width = cache.dim(2);
   MS_CHECK(latent + rope_dim == width && cache.dim(1) == batch.block_size && out.dim(2) == latent,
            "mla_attention shapes ", q_latent.describe(), " ", q_rope.describe(), " ",
@@ -424,6 +446,7 @@ void CpuBackend::moe_gate(const Tensor& logits, const Tensor& bias, const GatePa
 
 void CpuBackend::moe_ffn(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_weights,
                          const Tensor& w_gate_up, const Tensor& w_down, const Tensor& out) {
+  check_act({{&x, "moe_ffn x"}, {&out, "moe_ffn out"}});
   const int64_t n = x.dim(0), d = x.dim(1), k = topk_ids.dim(1);
   const int64_t n_experts = w_gate_up.dim(0), f = w_down.dim(2);
   MS_CHECK(w_gate_up.dim(1) == 2 * f && w_gate_up.dim(2) == d && w_down.dim(1) == d &&

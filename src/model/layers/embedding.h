@@ -14,7 +14,7 @@ class Embedding {
   explicit Embedding(Tensor table) : table_(std::move(table)) {}
 
   int64_t dim() const { return table_.dim(1); }
-  // out[t] = table[ids[t]] as F32. ids: [n] I32; out: [n, dim].
+  // out[t] = table[ids[t]]. ids: [n] I32; out: [n, dim] activation.
   void forward(Backend& be, const Tensor& ids, const Tensor& out) const {
     be.gather_rows(table_, ids, out);
   }
@@ -34,13 +34,13 @@ class LmHead {
   int64_t vocab_size() const { return head_.out_features(); }
   // The arena bytes forward() takes for n_logits rows (the logits excluded).
   static void workspace(ArenaSize& size, int64_t n_logits, int64_t hidden) {
-    size.add(DType::kF32, n_logits * hidden);
+    size.add_act(n_logits * hidden);
   }
   // logits[i] = head(norm(hidden[ctx.logits_rows()[i]])). hidden: [n, d];
   // logits: [n_logits, vocab] F32.
   void forward(Backend& be, StepContext& ctx, const Tensor& hidden, const Tensor& logits) const {
     ActivationArena::Scope scope(ctx.arena());
-    const Tensor rows = ctx.arena().take(DType::kF32, {ctx.n_logits(), hidden.dim(1)});
+    const Tensor rows = ctx.arena().take_act({ctx.n_logits(), hidden.dim(1)});
     be.gather_rows(hidden, ctx.logits_rows(), rows);
     norm_.forward(be, rows, rows);
     head_.forward(be, rows, logits);

@@ -17,14 +17,14 @@ class DenseMlp {
   bool defined() const { return down_.defined(); }
   int64_t intermediate() const { return down_.in_features(); }
   static void workspace(ArenaSize& size, int64_t n, int64_t intermediate) {
-    size.add(DType::kF32, n * 2 * intermediate).add(DType::kF32, n * intermediate);
+    size.add_act(n * 2 * intermediate).add_act(n * intermediate);
   }
   // out = down(silu(gate(x)) * up(x)). x: [n, d]; out: [n, d].
   void forward(Backend& be, ActivationArena& arena, const Tensor& x, const Tensor& out) const {
     ActivationArena::Scope scope(arena);
     const int64_t n = x.dim(0), f = intermediate();
-    const Tensor scratch = arena.take(DType::kF32, {n, 2 * f});
-    const Tensor act = arena.take(DType::kF32, {n, f});
+    const Tensor scratch = arena.take_act({n, 2 * f});
+    const Tensor act = arena.take_act({n, f});
     be.gate_up_silu(x, gate_up_.weight(), scratch, act);
     down_.forward(be, act, out);
   }
