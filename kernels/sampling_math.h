@@ -25,8 +25,9 @@
 
 namespace moeserve::sampling_math {
 
-// Weights are multiples of 2^-44: a sum over 2^20 tokens of weights ≤ 1 fits in 64 bits.
+// Weights are multiples of 2^-44: a sum over kMaxVocab tokens of weights ≤ 1 fits in 64 bits.
 inline constexpr double kWeightScale = 17592186044416.0;  // 2^44
+inline constexpr int64_t kMaxVocab = int64_t{1} << 20;
 // exp(-31) < 2^-44: every token further below the best weighs 0 in fixed point.
 inline constexpr double kMinExponent = -31.0;
 

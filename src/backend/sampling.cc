@@ -80,6 +80,8 @@ Status check_shaped(std::span<const float> l) {
 // kernels/sampling_math.h, which the sampling kernel computes the same way, bit for bit.
 int32_t draw(std::span<const float> l, const SamplingRow& row) {
   namespace sm = sampling_math;
+  MS_CHECK(static_cast<int64_t>(l.size()) <= sm::kMaxVocab, "sample: a vocabulary of ", l.size(),
+           " tokens is beyond the sampler's fixed-point masses (at most ", sm::kMaxVocab, ")");
   // Candidates: unmasked ids, in id order throughout.
   std::vector<int32_t> ids;
   ids.reserve(l.size());

@@ -1,7 +1,8 @@
 // The CUDA backend: device memory, one stream, copies, and op launches into
 // kernels/. Every op is tested against the CPU backend (tests/gpu/).
 //
-// Only gather_rows, rms_norm, add and silu_mul have kernels so far; the other
+// Only gather_rows, rms_norm, add, silu_mul, moe_gate, log_softmax_topk and
+// sample have kernels so far; the other
 // ops abort. Until they exist, create_cuda_backend() refuses to build one, so
 // no user path can reach them; tests construct CudaBackend directly.
 //
@@ -38,7 +39,8 @@ class CudaBackend final : public Backend {
   Device device() const override { return Device::kCuda; }
   // linear, rope, the KV cache, MLA and MoE are not implemented yet (issue #5).
   bool runs_models() const override { return false; }
-  // gather_rows (F32/BF16/F16 tables), rms_norm (F32/BF16 weights), add, silu_mul.
+  // gather_rows (F32/BF16/F16 tables), rms_norm (F32/BF16 weights), add, silu_mul,
+  // moe_gate, log_softmax_topk, sample.
   bool supports(Op op, DType dtype) const override;
 
   // Stream-ordered allocation; the Buffer frees it on this backend's stream

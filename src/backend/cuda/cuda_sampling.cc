@@ -8,6 +8,7 @@
 #include "common/philox.h"
 #include "kernels/log_softmax_topk.cuh"
 #include "kernels/sampling.cuh"
+#include "kernels/sampling_math.h"
 #include "moeserve/sampling_params.h"
 
 namespace moeserve {
@@ -117,7 +118,8 @@ std::vector<StatusOr<SampledToken>> CudaBackend::sample(const Tensor& logits,
                                                         std::span<const SamplingRow> rows) {
   check_sample_rows(logits, rows);
   const Rows l = rows_of(logits, "sample", "logits");
-  MS_CHECK(l.width >= 1 && l.width <= INT32_MAX, "CudaBackend::sample: logits ", logits.describe());
+  MS_CHECK(l.width >= 1 && l.width <= sampling_math::kMaxVocab, "CudaBackend::sample: logits ",
+           logits.describe(), " (vocabularies of 1 to ", sampling_math::kMaxVocab, " tokens)");
   const int vocab = static_cast<int>(l.width);
   std::vector<StatusOr<SampledToken>> out(rows.size(), absl::UnknownError("not sampled"));
 
