@@ -1,8 +1,7 @@
 // Every case of the backend op table (tests/support/backend_op_cases.h) timed
-// on the CPU backend, or on the CUDA backend (the cases it supports): time per
-// run, and the bytes and floating-point work the case's shapes imply as GB/s
-// and GFLOP/s. Each run is timed to its completion (synchronize), so short ops
-// include their launch latency.
+// on one backend: time per run, and the bytes and floating-point work the
+// case's shapes imply as GB/s and GFLOP/s. The CUDA backend (in builds that
+// have it, on a GPU or the SIMT emulator) runs the cases it supports.
 //
 //   backend_ops_bench [--backend cpu|cuda] [--threads N] [--seconds S] [--filter SUBSTRING]
 #include <cstdio>
@@ -12,7 +11,7 @@
 
 #include "backend/cpu/cpu_backend.h"
 #include "tests/support/backend_op_cases.h"
-#ifdef MOESERVE_HAVE_CUDA
+#if MOESERVE_BENCH_CUDA
 #include "backend/cuda/cuda_backend.h"
 #endif
 
@@ -43,30 +42,29 @@ int main(int argc, char** argv) {
     std::printf("CPU backend, %d threads\n", cpu->n_threads());
     be = std::move(cpu);
   } else if (backend == "cuda") {
-#ifdef MOESERVE_HAVE_CUDA
+#if MOESERVE_BENCH_CUDA
     auto cuda = moeserve::CudaBackend::create();
     if (!cuda.ok()) {
-      std::fprintf(stderr, "backend_ops_bench: %s\n", cuda.status().ToString().c_str());
+      std::fprintf(stderr, "%s\n", cuda.status().ToString().c_str());
       return 1;
     }
-    std::printf("CUDA backend\n");
+    std::printf("CUDA backend (cases it supports)\n");
     be = std::move(*cuda);
 #else
-    std::fprintf(stderr, "backend_ops_bench: this build has no CUDA backend\n");
-    return 2;
+    std::fprintf(stderr, "this build has no CUDA backend\n");
+    return 1;
 #endif
   } else {
-    std::fprintf(stderr, "backend_ops_bench: unknown backend '%s' (cpu or cuda)\n",
-                 backend.c_str());
+    std::fprintf(stderr, "unknown backend '%s' (cpu or cuda)\n", backend.c_str());
     return 2;
   }
-  std::printf("%-52s %10s %9s %9s\n", "case", "us/run", "GB/s", "GFLOP/s");
+  std::printf("%-60s %10s %9s %9s\n", "case", "us/run", "GB/s", "GFLOP/s");
   for (const moeserve::OpCase& c : moeserve::backend_op_cases()) {
     if (!filter.empty() && c.name.find(filter) == std::string::npos) continue;
-    if (!be->supports(c.op, c.dtype)) continue;
+    if (!be->supports(c.op, c.dtype) || !be->supports_activation_dtype(c.act)) continue;
     const moeserve::OpResult shape = moeserve::run_op_case(*be, c, 1, /*run=*/false);
     const double t = moeserve::time_op_case(*be, c, seconds);
-    std::printf("%-52s %10.1f %9.2f %9.2f\n", c.name.c_str(), t * 1e6, shape.bytes / t / 1e9,
+    std::printf("%-60s %10.1f %9.2f %9.2f\n", c.name.c_str(), t * 1e6, shape.bytes / t / 1e9,
                 shape.flops / t / 1e9);
   }
   return 0;

@@ -133,7 +133,12 @@ struct MemoryUsage {
   int64_t limit = 0;           // what the plan must fit in (0 = none found)
   std::string limit_source;    // --memory-limit-gb, cgroup memory.max, MemTotal, …
   std::string weights_detail;  // weights by dtype, in place vs repacked
+  // A device backend's memory pool (0 on a host backend): weights, KV cache and activations
+  // live there, so only `other` counts against the host limit.
+  int64_t device_pool = 0;
   int64_t planned() const { return weights + kv_cache + activations + other; }
+  int64_t planned_host() const { return device_pool > 0 ? other : planned(); }
+  int64_t planned_device() const { return device_pool > 0 ? weights + kv_cache + activations : 0; }
 };
 
 struct ModelInfo {

@@ -25,6 +25,10 @@ struct EngineConfig {
   std::string kv_cache_dtype = "bf16";  // bf16 (half the memory) or f32
   // Activations: auto (the backend's choice: f32 on the CPU, bf16 on CUDA), f32 or bf16.
   std::string activation_dtype = "auto";
+  // Of the GPU's memory, reserved by the CUDA backend at start-up as the pool for weights, the
+  // activation arena and the KV cache (with kv_cache_blocks and kv_cache_memory_mb both 0, the
+  // KV cache takes what the pool has left).
+  double gpu_memory_fraction = 0.9;
   // Memory the model, KV cache and activations must fit in, checked before anything is
   // allocated; 0 = the cgroup's limit (in a container) or else the machine's memory.
   double memory_limit_gb = 0;

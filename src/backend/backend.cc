@@ -118,12 +118,13 @@ std::vector<StatusOr<SampledToken>> host_sample(const Tensor& logits,
   return out;
 }
 
-StatusOr<std::unique_ptr<Backend>> create_backend(const std::string& kind, int n_threads) {
+StatusOr<std::unique_ptr<Backend>> create_backend(const std::string& kind, int n_threads,
+                                                  double gpu_memory_fraction) {
   if (kind == "cpu") return std::unique_ptr<Backend>(new CpuBackend(n_threads));
   if (kind == "cuda" || kind == "auto") {
 #ifdef MOESERVE_HAVE_CUDA
     if (cuda_device_count() > 0) {
-      auto cuda = create_cuda_backend();
+      auto cuda = create_cuda_backend(gpu_memory_fraction);
       if (kind == "cuda" || (cuda.ok() && (*cuda)->runs_models())) return cuda;
       if (cuda.ok()) {
         MS_LOG_WARN("backend auto: the CUDA backend cannot run a model yet; using the CPU backend");

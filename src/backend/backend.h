@@ -108,6 +108,17 @@ class Backend {
   // ---- memory -----------------------------------------------------------------
   // Contiguous, uninitialised tensor on this backend.
   virtual Tensor alloc(DType dtype, std::vector<int64_t> shape) = 0;
+  // A device backend allocates from one pool reserved at start-up: its bytes,
+  // and how many are in use now. 0 and 0 for a host backend, whose memory is
+  // the process's (bounded by the memory limit instead).
+  virtual int64_t device_memory_capacity() const { return 0; }
+  virtual int64_t device_memory_used() const { return 0; }
+  // A host tensor that copies to and from this backend fast (pinned memory on
+  // CUDA, so copies are DMA and may run asynchronously); plain host memory by
+  // default.
+  virtual Tensor alloc_staging(DType dtype, std::vector<int64_t> shape) {
+    return Tensor::empty_host(dtype, std::move(shape));
+  }
   // Copies between any two devices; same dtype and shape; both contiguous.
   virtual void copy(const Tensor& src, const Tensor& dst) = 0;
   virtual void synchronize() = 0;
@@ -218,7 +229,10 @@ std::vector<StatusOr<SampledToken>> host_sample(const Tensor& logits,
 void check_sample_rows(const Tensor& logits, std::span<const SamplingRow> rows);
 
 // "cpu", "cuda" or "auto" (CUDA when the build has it, a GPU is present and the
-// CUDA backend runs_models(); otherwise the CPU).
-StatusOr<std::unique_ptr<Backend>> create_backend(const std::string& kind, int n_threads = 0);
+// CUDA backend runs_models(); otherwise the CPU). n_threads: the CPU backend's
+// threads (0: all cores); gpu_memory_fraction: of the GPU's memory, reserved by
+// the CUDA backend as its pool at start-up.
+StatusOr<std::unique_ptr<Backend>> create_backend(const std::string& kind, int n_threads = 0,
+                                                  double gpu_memory_fraction = 0.9);
 
 }  // namespace moeserve

@@ -9,6 +9,12 @@ namespace {
 Status bad(const char* field, int64_t value, const std::string& rule) {
   return absl::InvalidArgumentError(absl::StrCat(field, " = ", value, ": ", rule));
 }
+Status bad(const char* field, double value, const std::string& rule) {
+  return absl::InvalidArgumentError(absl::StrCat(field, " = ", value, ": ", rule));
+}
+Status bad(const char* field, int value, const std::string& rule) {
+  return bad(field, int64_t{value}, rule);
+}
 Status bad(const char* field, const std::string& value, const std::string& rule) {
   return absl::InvalidArgumentError(absl::StrCat(field, " = \"", value, "\": ", rule));
 }
@@ -49,6 +55,9 @@ Status EngineConfig::validate() const {
   }
   if (kv_cache_dtype != "bf16" && kv_cache_dtype != "f32") {
     return bad("kv_cache_dtype", kv_cache_dtype, "must be bf16 or f32");
+  }
+  if (!(gpu_memory_fraction > 0 && gpu_memory_fraction <= 1)) {
+    return bad("gpu_memory_fraction", gpu_memory_fraction, "must be in (0, 1]");
   }
   if (activation_dtype != "auto" && activation_dtype != "bf16" && activation_dtype != "f32") {
     return bad("activation_dtype", activation_dtype, "must be auto, bf16 or f32");

@@ -77,7 +77,8 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
 StatusOr<std::unique_ptr<Engine>> create_engine(const EngineConfig& config, StepFn step) {
   RETURN_IF_ERROR(config.validate());
   const Clock::time_point start = Clock::now();
-  ASSIGN_OR_RETURN(auto backend, create_backend(config.backend, config.threads));
+  ASSIGN_OR_RETURN(auto backend,
+                   create_backend(config.backend, config.threads, config.gpu_memory_fraction));
   ASSIGN_OR_RETURN(ModelConfig model_config, load_model_config(config.model_dir));
   ASSIGN_OR_RETURN(Checkpoint checkpoint, Checkpoint::open(config.model_dir));
   const ModelConfig& mc = model_config;
@@ -116,22 +117,43 @@ StatusOr<std::unique_ptr<Engine>> create_engine(const EngineConfig& config, Step
     }
   }
 
+  // Everything that will be allocated, checked against the limit before any of it is.
+  ASSIGN_OR_RETURN(const WeightBytes planned, plan_deepseek_weights(mc, checkpoint));
+  MemoryUsage& mem = info.memory;
+  mem.weights = planned.total();
+  mem.activations = DeepseekV2Model::activation_bytes(mc, config.max_num_batched_tokens,
+                                                      config.max_num_seqs, act_dtype);
+  mem.other = resident_bytes();
+  mem.device_pool = backend->device_memory_capacity();
+
   // KV-cache size: rows of [kv_lora_rank | rope dim] per layer per token.
   const DType kv_dtype = config.kv_cache_dtype == "f32" ? DType::kF32 : DType::kBF16;
   const int64_t bytes_per_block = KvCache::block_bytes(
       mc.num_hidden_layers, config.block_size, mc.kv_lora_rank + mc.qk_rope_head_dim, kv_dtype);
   int64_t n_blocks = config.kv_cache_blocks;
-  if (n_blocks == 0) {
+  if (n_blocks == 0 && config.kv_cache_memory_mb > 0) {
+    n_blocks = (config.kv_cache_memory_mb << 20) / bytes_per_block;
+  } else if (n_blocks == 0 && mem.device_pool > 0) {
+    // Neither given on a device backend: what the pool holds after the weights, the arena and
+    // the headroom kernels take for their own workspaces.
+    const int64_t left =
+        mem.device_pool - device_headroom(mem.device_pool) - mem.weights - mem.activations;
+    n_blocks = std::max<int64_t>(left, 0) / bytes_per_block;
+    MS_LOG_INFO(
+        "engine: {} KV blocks ({}) fit in the {} device pool after weights {} and "
+        "activations {}",
+        n_blocks, format_bytes(n_blocks * bytes_per_block), format_bytes(mem.device_pool),
+        format_bytes(mem.weights), format_bytes(mem.activations));
+  } else if (n_blocks == 0) {
     // Neither given: room for max_num_seqs sequences of max_model_len tokens.
-    n_blocks = config.kv_cache_memory_mb > 0
-                   ? (config.kv_cache_memory_mb << 20) / bytes_per_block
-                   : int64_t{config.max_num_seqs} *
-                         ((info.max_model_len + config.block_size - 1) / config.block_size);
+    n_blocks = int64_t{config.max_num_seqs} *
+               ((info.max_model_len + config.block_size - 1) / config.block_size);
   }
   if (n_blocks < 1 || n_blocks > (int64_t{1} << 30)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("kv_cache_memory_mb = ", config.kv_cache_memory_mb, " gives ", n_blocks,
-                     " KV blocks of ", bytes_per_block, " bytes; need at least one"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "kv_cache_memory_mb = ", config.kv_cache_memory_mb, " gives ", n_blocks, " KV blocks of ",
+        bytes_per_block, " bytes; need at least one",
+        mem.device_pool > 0 ? " (raise gpu_memory_fraction or lower max_num_batched_tokens)" : ""));
   }
   info.n_kv_blocks = static_cast<int>(n_blocks);
   if (n_blocks * config.block_size < info.max_model_len) {
@@ -141,15 +163,7 @@ StatusOr<std::unique_ptr<Engine>> create_engine(const EngineConfig& config, Step
         config.block_size, "), less than max_model_len = ", info.max_model_len,
         "; raise kv_cache_memory_mb / kv_cache_blocks or lower max_model_len"));
   }
-
-  // Everything that will be allocated, checked against the limit before any of it is.
-  ASSIGN_OR_RETURN(const WeightBytes planned, plan_deepseek_weights(mc, checkpoint));
-  MemoryUsage& mem = info.memory;
-  mem.weights = planned.total();
   mem.kv_cache = n_blocks * bytes_per_block;
-  mem.activations = DeepseekV2Model::activation_bytes(mc, config.max_num_batched_tokens,
-                                                      config.max_num_seqs, act_dtype);
-  mem.other = resident_bytes();
   RETURN_IF_ERROR(check_memory_fits(config.memory_limit_gb, mem));
   ASSIGN_OR_RETURN(auto model, DeepseekV2Model::load(std::move(model_config), checkpoint, *backend,
                                                      periodic_load_log()));

@@ -38,7 +38,7 @@ Tensor ActivationArena::take(DType dtype, std::vector<int64_t> shape) {
 StepContext::StepContext(Backend& backend, const StepLimits& limits, int64_t arena_bytes)
     : backend_(backend), limits_(limits), arena_(backend, arena_bytes, limits.activations) {
   const int64_t n = 4 * limits.max_tokens + limits.max_logits + limits.max_blocks;
-  staging_ = Tensor::empty_host(DType::kI32, {n});
+  staging_ = backend.alloc_staging(DType::kI32, {n});
   meta_ = backend.alloc(DType::kI32, {n});
 }
 

@@ -59,6 +59,8 @@ const Option kOptions[] = {
      MS_FIELD(engine.kv_cache_memory_mb)},
     {"kv_cache_dtype", "DTYPE", "bf16 (half the memory) or f32", nullptr,
      MS_FIELD(engine.kv_cache_dtype)},
+    {"gpu_memory_fraction", "F", "share of GPU memory the CUDA backend reserves as its pool",
+     nullptr, MS_FIELD(engine.gpu_memory_fraction)},
     {"activation_dtype", "DTYPE", "auto (f32 on the CPU, bf16 on CUDA), bf16 or f32", nullptr,
      MS_FIELD(engine.activation_dtype)},
     {"memory_limit_gb", "GB", "GiB the model, KV cache and activations must fit in",

@@ -3,13 +3,38 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <utility>
 
 #include "backend/cuda/cuda_internal.h"
+#include "common/logging.h"
+#include "common/process_memory.h"
+#include "common/range_allocator.h"
 
 namespace moeserve {
 
 using namespace cuda_detail;
+
+// One cudaMalloc of the whole pool, carved by a RangeAllocator.
+class DevicePool {
+ public:
+  DevicePool(int device, char* base, int64_t bytes)
+      : device_(device), base_(base), ranges_(bytes) {}
+  ~DevicePool() {
+    // At process exit the runtime may already be unloading; nothing to free then.
+    if (cudaSetDevice(device_) == cudaSuccess) (void)cudaFree(base_);
+  }
+  DevicePool(const DevicePool&) = delete;
+  DevicePool& operator=(const DevicePool&) = delete;
+
+  RangeAllocator& ranges() { return ranges_; }
+  char* base() const { return base_; }
+
+ private:
+  int device_;
+  char* base_;
+  RangeAllocator ranges_;
+};
 
 int cuda_device_count() {
   int n = 0;
@@ -20,27 +45,46 @@ int cuda_device_count() {
   return n;
 }
 
-StatusOr<std::unique_ptr<Backend>> create_cuda_backend() {
+StatusOr<std::unique_ptr<Backend>> create_cuda_backend(double /*memory_fraction*/) {
   return absl::FailedPreconditionError(
       "the CUDA backend does not implement MLA/MoE ops yet; use --backend cpu");
 }
 
-StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::create(int device) {
+StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::create(int device, const CudaOptions& options) {
   const int n_devices = cuda_device_count();
   if (device < 0 || device >= n_devices) {
     return absl::FailedPreconditionError(
         absl::StrCat("CUDA device ", device, " not found (", n_devices, " visible)"));
   }
+  if (!(options.memory_fraction > 0.0 && options.memory_fraction <= 1.0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("gpu_memory_fraction = ", options.memory_fraction, ": must be in (0, 1]"));
+  }
   RETURN_IF_ERROR(cuda_status(cudaSetDevice(device), "cudaSetDevice"));
+  size_t free_bytes = 0, total_bytes = 0;
+  RETURN_IF_ERROR(cuda_status(cudaMemGetInfo(&free_bytes, &total_bytes), "cudaMemGetInfo"));
+  const auto want =
+      static_cast<int64_t>(options.memory_fraction * static_cast<double>(total_bytes));
+  if (want > static_cast<int64_t>(free_bytes)) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "gpu_memory_fraction = ", options.memory_fraction, " asks for ", format_bytes(want),
+        " of CUDA device ", device, ", but only ", format_bytes(static_cast<int64_t>(free_bytes)),
+        " of its ", format_bytes(static_cast<int64_t>(total_bytes)),
+        " are free (another process holds the rest); lower it"));
+  }
+  void* base = nullptr;
+  RETURN_IF_ERROR(cuda_status(cudaMalloc(&base, static_cast<size_t>(want)), "cudaMalloc (pool)"));
+  auto pool = std::make_shared<DevicePool>(device, static_cast<char*>(base), want);
   cudaStream_t stream = nullptr;
   RETURN_IF_ERROR(cuda_status(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking),
                               "cudaStreamCreateWithFlags"));
   return std::unique_ptr<CudaBackend>(
-      new CudaBackend(device, std::make_shared<CudaStream>(device, stream)));
+      new CudaBackend(device, std::make_shared<CudaStream>(device, stream), std::move(pool)));
 }
 
-CudaBackend::CudaBackend(int device, std::shared_ptr<CudaStream> stream)
-    : device_(device), stream_(std::move(stream)) {}
+CudaBackend::CudaBackend(int device, std::shared_ptr<CudaStream> stream,
+                         std::shared_ptr<DevicePool> pool)
+    : device_(device), stream_(std::move(stream)), pool_(std::move(pool)) {}
 
 CudaBackend::~CudaBackend() {
   // Let queued work finish before buffers (and finally the stream) go away.
@@ -53,14 +97,30 @@ Tensor CudaBackend::alloc(DType dtype, std::vector<int64_t> shape) {
   int64_t numel = 1;
   for (int64_t d : shape) numel *= d;
   const int64_t n_bytes = dtype_bytes(dtype, numel);
-  MS_CUDA_CHECK(cudaSetDevice(device_));
+  // An empty tensor still takes one unit, so data() stays non-null and unique.
+  const std::optional<int64_t> offset = pool_->ranges().allocate(n_bytes);
+  MS_CHECK(offset.has_value(), "CUDA memory pool exhausted: ", format_bytes(n_bytes), " for a ",
+           dtype_name(dtype), " tensor, with ", format_bytes(pool_->ranges().used()), " of ",
+           format_bytes(pool_->ranges().capacity()), " in use (largest free range ",
+           format_bytes(pool_->ranges().largest_free()), "); raise gpu_memory_fraction");
+  auto buffer = std::make_shared<Buffer>(
+      pool_->base() + *offset, n_bytes, Device::kCuda,
+      [pool = pool_, offset = *offset](void*) { pool->ranges().free(offset); });
+  return Tensor(std::move(buffer), dtype, std::move(shape));
+}
+
+int64_t CudaBackend::device_memory_capacity() const { return pool_->ranges().capacity(); }
+
+int64_t CudaBackend::device_memory_used() const { return pool_->ranges().used(); }
+
+Tensor CudaBackend::alloc_staging(DType dtype, std::vector<int64_t> shape) {
+  int64_t numel = 1;
+  for (int64_t d : shape) numel *= d;
+  const int64_t n_bytes = dtype_bytes(dtype, numel);
   void* ptr = nullptr;
-  // One byte for empty tensors keeps data() non-null and unique.
-  MS_CUDA_CHECK(
-      cudaMallocAsync(&ptr, static_cast<size_t>(std::max<int64_t>(n_bytes, 1)), stream_->get()));
-  auto buffer = std::make_shared<Buffer>(ptr, n_bytes, Device::kCuda, [stream = stream_](void* p) {
-    const cudaError_t err = cudaFreeAsync(p, stream->get());
-    // At process exit the runtime may be gone; the memory goes with it.
+  MS_CUDA_CHECK(cudaMallocHost(&ptr, static_cast<size_t>(std::max<int64_t>(n_bytes, 1))));
+  auto buffer = std::make_shared<Buffer>(ptr, n_bytes, Device::kCpu, [](void* p) {
+    const cudaError_t err = cudaFreeHost(p);
     if (err != cudaErrorCudartUnloading) MS_CUDA_CHECK(err);
   });
   return Tensor(std::move(buffer), dtype, std::move(shape));
@@ -191,12 +251,6 @@ void CudaBackend::silu_mul(const Tensor& gate_up, const Tensor& out) {
 
 // ---- ops without kernels yet --------------------------------------------------------
 
-void CudaBackend::linear(const Tensor&, const Tensor&, const Tensor&) { not_implemented("linear"); }
-
-void CudaBackend::head_linear(const Tensor&, const Tensor&, const Tensor&) {
-  not_implemented("head_linear");
-}
-
 void CudaBackend::rope(const Tensor&, const Tensor&, const Tensor&) { not_implemented("rope"); }
 
 void CudaBackend::kv_cache_write(const Tensor&, const Tensor&, const Tensor&) {
@@ -206,11 +260,6 @@ void CudaBackend::kv_cache_write(const Tensor&, const Tensor&, const Tensor&) {
 void CudaBackend::mla_attention(const Tensor&, const Tensor&, const Tensor&, const AttentionBatch&,
                                 float, const Tensor&) {
   not_implemented("mla_attention");
-}
-
-void CudaBackend::moe_ffn(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-                          const Tensor&) {
-  not_implemented("moe_ffn");
 }
 
 bool CudaBackend::supports(Op op, DType dtype) const {
@@ -226,6 +275,10 @@ bool CudaBackend::supports(Op op, DType dtype) const {
     case Op::kMoeGate:
     case Op::kLogSoftmaxTopk:
     case Op::kSample: return dtype == DType::kF32;
+    case Op::kLinear:
+    case Op::kHeadLinear:
+    case Op::kGateUpSilu:
+    case Op::kMoeFfn: return dtype == DType::kBF16 || dtype == DType::kF16;
     default: return false;
   }
 }

@@ -1,9 +1,10 @@
 // The CUDA backend: device memory, one stream, copies, and op launches into
 // kernels/. Every op is tested against the CPU backend (tests/gpu/).
 //
-// Only gather_rows, rms_norm, add, silu_mul, moe_gate, log_softmax_topk and
-// sample have kernels so far; the other
-// ops abort. Until they exist, create_cuda_backend() refuses to build one, so
+// gather_rows, rms_norm, add, silu_mul, the GEMM-shaped ops (linear,
+// head_linear, gate_up_silu, moe_ffn: cuda_gemm.cc) and gating and sampling
+// (moe_gate, log_softmax_topk, sample: cuda_gate.cc, cuda_sampling.cc) have
+// kernels; the other ops abort. Until they exist, create_cuda_backend() refuses to build one, so
 // no user path can reach them; tests construct CudaBackend directly.
 //
 // This header includes no CUDA headers, so plain C++ code (backend.cc, tests)
@@ -25,27 +26,48 @@ int cuda_device_count();
 
 // The backend for `create_backend("cuda"/"auto")`. For now always
 // FailedPrecondition: the MLA/MoE ops have no kernels yet.
-StatusOr<std::unique_ptr<Backend>> create_cuda_backend();
+StatusOr<std::unique_ptr<Backend>> create_cuda_backend(double memory_fraction);
 
-class CudaStream;  // RAII cudaStream_t, defined in cuda_backend.cc
+class CudaStream;    // RAII cudaStream_t (cuda_internal.h)
+class DevicePool;    // the device memory reserved at create() (cuda_backend.cc)
+class CublasLtGemm;  // cuBLASLt handle and per-shape plans (cuda_gemm.cc; real CUDA only)
+namespace kernels {
+struct GemmParams;
+struct GemmPlan;
+}  // namespace kernels
+
+struct CudaOptions {
+  // Of the device's total memory, reserved at create() as the pool every
+  // tensor is carved from (weights, the activation arena, the KV cache).
+  double memory_fraction = 0.9;
+};
 
 class CudaBackend final : public Backend {
  public:
-  // A backend on `device` with its own stream. Fails if the device is absent.
-  static StatusOr<std::unique_ptr<CudaBackend>> create(int device = 0);
+  // A backend on `device` with its own stream and memory pool. Fails if the
+  // device is absent or has less free memory than the pool asks for.
+  static StatusOr<std::unique_ptr<CudaBackend>> create(int device = 0,
+                                                       const CudaOptions& options = {});
   ~CudaBackend() override;
 
   std::string name() const override { return "cuda"; }
   Device device() const override { return Device::kCuda; }
-  // linear, rope, the KV cache, MLA and MoE are not implemented yet (issue #5).
+  // rope, the KV cache and MLA are not implemented yet (issue #5).
   bool runs_models() const override { return false; }
-  // gather_rows (F32/BF16/F16 tables), rms_norm (F32/BF16 weights), add, silu_mul,
-  // moe_gate, log_softmax_topk, sample.
+  // gather_rows (F32/BF16/F16 tables), rms_norm (F32/BF16 weights), add, silu_mul;
+  // linear, head_linear, gate_up_silu and moe_ffn with BF16 or F16 weights; moe_gate,
+  // log_softmax_topk and sample (F32 logits).
   bool supports(Op op, DType dtype) const override;
 
-  // Stream-ordered allocation; the Buffer frees it on this backend's stream
-  // (which lives as long as any buffer it allocated).
+  // Carved from the pool (best fit, 256-byte aligned); aborts when the pool
+  // is exhausted, which the engine's memory plan rules out before loading.
+  // A freed range is reused at once: every use of it is on this backend's one
+  // stream, so later work is ordered after earlier work on the old tensor.
   Tensor alloc(DType dtype, std::vector<int64_t> shape) override;
+  int64_t device_memory_capacity() const override;
+  int64_t device_memory_used() const override;
+  // Pinned host memory (cudaMallocHost).
+  Tensor alloc_staging(DType dtype, std::vector<int64_t> shape) override;
   // H2D and D2D are asynchronous; D2H waits, so the host sees the data on return.
   void copy(const Tensor& src, const Tensor& dst) override;
   void synchronize() override;
@@ -62,31 +84,55 @@ class CudaBackend final : public Backend {
   std::vector<StatusOr<SampledToken>> sample(const Tensor& logits,
                                              std::span<const SamplingRow> rows) override;
 
-  // Not implemented yet: abort with a message.
+  // GEMM-shaped ops (cuda_gemm.cc; kernels/gemm_bf16.cuh, kernels/moe_ffn.cuh). Weights
+  // BF16 or F16; x and out F32 or BF16 each (x is rounded to the weights' 16-bit type for
+  // the tensor cores; sums are F32). k, row strides and base addresses must allow 16-byte
+  // loads (k a multiple of 8).
+  // Tensor-core GEMM: a split-K decode path for few tokens, 128×128 tiles for prefill;
+  // real CUDA builds send BF16 products of ≥ 512 BF16 rows to cuBLASLt.
   void linear(const Tensor& x, const Tensor& w, const Tensor& out) override;
+  // The same kernels with one matrix per head.
   void head_linear(const Tensor& x, const Tensor& w, const Tensor& out) override;
+  // One GEMM over [w_gate; w_up] whose epilogue writes silu(gate) · up: scratch is unused.
+  void gate_up_silu(const Tensor& x, const Tensor& w_gate_up, const Tensor& scratch,
+                    const Tensor& out) override;
+  // On the device, without host round trips: route (count, scan, permute, tile table),
+  // one grouped gate/up GEMM with silu·up in its epilogue, one grouped down GEMM, and a
+  // weighted combine that sums each token's slots in order (deterministic). Ids of -1
+  // (other ranks' experts) and any other id outside [0, E) add nothing.
+  void moe_ffn(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_weights,
+               const Tensor& w_gate_up, const Tensor& w_down, const Tensor& out) override;
+
+  // Not implemented yet: abort with a message.
   void rope(const Tensor& x, const Tensor& positions, const Tensor& cos_sin) override;
   void kv_cache_write(const Tensor& kv, const Tensor& slot_mapping, const Tensor& cache) override;
   void mla_attention(const Tensor& q_latent, const Tensor& q_rope, const Tensor& cache,
                      const AttentionBatch& batch, float scale, const Tensor& out) override;
-  void moe_ffn(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_weights,
-               const Tensor& w_gate_up, const Tensor& w_down, const Tensor& out) override;
 
  private:
-  CudaBackend(int device, std::shared_ptr<CudaStream> stream);
+  CudaBackend(int device, std::shared_ptr<CudaStream> stream, std::shared_ptr<DevicePool> pool);
 
-  int device_;                          // CUDA device ordinal
-  std::shared_ptr<CudaStream> stream_;  // shared with the deleters of allocated buffers
+  // Device scratch of at least n_bytes (split-K partials, moe_ffn's routing tables and
+  // intermediates), allocated lazily from the shapes and reused: it only grows, so steady
+  // state allocates nothing. A later step moves it into the activation arena.
+  void* workspace(size_t n_bytes);
+  int n_sms();  // multiprocessors, for split-K plans
+  void run_gemm(const kernels::GemmParams& p, const kernels::GemmPlan& plan);
 
-  // Gating and sampling state (cuda_sampling.cc): device scratch that only grows, reused by
-  // every call (ops are ordered on the one stream), and the host staging buffer a sample call
-  // packs its rows into for one upload.
-  void* scratch(size_t n_bytes);
-  int sm_count();
-  int n_sms_ = 0;  // 0: not asked yet
-  Tensor scratch_;
+  int device_;                              // CUDA device ordinal
+  std::shared_ptr<CudaStream> stream_;      // shared with the deleters of allocated buffers
+  std::shared_ptr<DevicePool> pool_;        // likewise
+  Tensor workspace_;                        // [bytes] I8, see workspace()
+  int n_sms_ = 0;                           // 0 until first asked
+  std::shared_ptr<CublasLtGemm> cublaslt_;  // created by the first large BF16 linear
+
+  // Gating and sampling (cuda_sampling.cc): sample() packs its rows into staging_ and uploads
+  // them through pinned sample_upload_ in one copy; results come back in one copy through
+  // pinned sample_download_. Both only grow.
+  unsigned char* pinned(Tensor& buffer, size_t n_bytes);
   std::vector<unsigned char> staging_;
-  std::vector<unsigned char> download_;
+  Tensor sample_upload_;
+  Tensor sample_download_;
 };
 
 }  // namespace moeserve

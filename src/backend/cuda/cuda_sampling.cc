@@ -1,5 +1,6 @@
 // CudaBackend::log_softmax_topk and CudaBackend::sample: argument checks, the host packing of
-// sampling rows (one staging buffer, one upload, one download), and the launches of
+// sampling rows (one staging buffer, one upload and one download through pinned memory),
+// and the launches of
 // kernels/log_softmax_topk.cu and kernels/sampling.cu.
 #include <algorithm>
 #include <cstring>
@@ -61,21 +62,12 @@ Status row_status(const kernels::SampleResult& r) {
 
 }  // namespace
 
-void* CudaBackend::scratch(size_t n_bytes) {
-  // Growing frees the old buffer on the stream, after the work that uses it.
-  if (!scratch_.defined() || static_cast<size_t>(scratch_.n_bytes()) < n_bytes) {
-    scratch_ = alloc(DType::kI8, {static_cast<int64_t>(std::max<size_t>(n_bytes, 1))});
+unsigned char* CudaBackend::pinned(Tensor& buffer, size_t n_bytes) {
+  // Every sample() call ends with a stream synchronize, so no copy still reads the old one.
+  if (!buffer.defined() || static_cast<size_t>(buffer.n_bytes()) < n_bytes) {
+    buffer = alloc_staging(DType::kI8, {static_cast<int64_t>(std::max<size_t>(n_bytes, 1))});
   }
-  return scratch_.raw();
-}
-
-int CudaBackend::sm_count() {
-  if (n_sms_ == 0) {
-    cudaDeviceProp prop{};
-    MS_CUDA_CHECK(cudaGetDeviceProperties(&prop, device_));
-    n_sms_ = std::max(prop.multiProcessorCount, 1);
-  }
-  return n_sms_;
+  return static_cast<unsigned char*>(buffer.raw());
 }
 
 void CudaBackend::log_softmax_topk(const Tensor& logits, const Tensor& ids,
@@ -108,9 +100,10 @@ void CudaBackend::log_softmax_topk(const Tensor& logits, const Tensor& ids,
   p.ids_row_stride = i.row_stride;
   p.logprobs = logprobs.data<float>();
   p.logprobs_row_stride = lp.row_stride;
-  p.n_sms = sm_count();
+  p.n_sms = n_sms();
   MS_CUDA_CHECK(cudaSetDevice(device_));
-  p.workspace = scratch(kernels::log_softmax_topk_workspace_bytes(p.n_rows, p.vocab, p.k, p.n_sms));
+  const size_t bytes = kernels::log_softmax_topk_workspace_bytes(p.n_rows, p.vocab, p.k, p.n_sms);
+  p.workspace = bytes > 0 ? workspace(bytes) : nullptr;
   MS_CUDA_CHECK(kernels::launch_log_softmax_topk(p, stream_->get()));
 }
 
@@ -196,18 +189,20 @@ std::vector<StatusOr<SampledToken>> CudaBackend::sample(const Tensor& logits,
   const size_t off_top_ids = align_up(off_results + n * sizeof(kernels::SampleResult));
   const size_t off_top_lps = align_up(off_top_ids + n * top_k_logprobs * sizeof(int32_t));
   const size_t off_download_end = off_top_lps + n * top_k_logprobs * sizeof(float);
-  const int n_sms = sm_count();
-  const size_t lst_bytes = top_k_logprobs > 0 ? kernels::log_softmax_topk_workspace_bytes(
-                                                    n, vocab, top_k_logprobs, n_sms)
-                                              : 0;
+  const int sms = n_sms();
+  const size_t lst_bytes =
+      top_k_logprobs > 0 ? kernels::log_softmax_topk_workspace_bytes(n, vocab, top_k_logprobs, sms)
+                         : 0;
   const size_t off_lst = align_up(off_download_end);
   const int64_t shaped_stride = (vocab + 3) / 4 * 4;
   const size_t off_shaped = align_up(off_lst + lst_bytes);
   const size_t total = off_shaped + n_shaped * shaped_stride * sizeof(float);
   MS_CUDA_CHECK(cudaSetDevice(device_));
-  auto* dev = static_cast<unsigned char*>(scratch(total));
-  MS_CUDA_CHECK(cudaMemcpyAsync(dev, staging_.data(), staging_.size(), cudaMemcpyHostToDevice,
-                                stream_->get()));
+  auto* dev = static_cast<unsigned char*>(workspace(total));
+  unsigned char* upload = pinned(sample_upload_, staging_.size());
+  std::memcpy(upload, staging_.data(), staging_.size());
+  MS_CUDA_CHECK(
+      cudaMemcpyAsync(dev, upload, staging_.size(), cudaMemcpyHostToDevice, stream_->get()));
 
   kernels::SampleParams sp{};
   sp.logits = logits.data<float>();
@@ -235,16 +230,16 @@ std::vector<StatusOr<SampledToken>> CudaBackend::sample(const Tensor& logits,
     lp.ids_row_stride = top_k_logprobs;
     lp.logprobs = reinterpret_cast<float*>(dev + off_top_lps);
     lp.logprobs_row_stride = top_k_logprobs;
-    lp.n_sms = n_sms;
+    lp.n_sms = sms;
     lp.workspace = lst_bytes > 0 ? dev + off_lst : nullptr;
     MS_CUDA_CHECK(kernels::launch_log_softmax_topk(lp, stream_->get()));
   }
-  download_.resize(off_download_end - off_results);
-  MS_CUDA_CHECK(cudaMemcpyAsync(download_.data(), dev + off_results, download_.size(),
-                                cudaMemcpyDeviceToHost, stream_->get()));
+  const size_t n_download = off_download_end - off_results;
+  unsigned char* host = pinned(sample_download_, n_download);
+  MS_CUDA_CHECK(
+      cudaMemcpyAsync(host, dev + off_results, n_download, cudaMemcpyDeviceToHost, stream_->get()));
   MS_CUDA_CHECK(cudaStreamSynchronize(stream_->get()));
 
-  const unsigned char* host = download_.data();
   for (int64_t j = 0; j < n; ++j) {
     kernels::SampleResult res;
     std::memcpy(&res, host + j * sizeof(res), sizeof(res));
