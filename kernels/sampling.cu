@@ -6,7 +6,8 @@
 //  2. One pass: non-finite raw logits (the first index), bad shaped values, the unmasked
 //     count, the best key (value, lower id) and the raw (max, Σexp) for the log-probability.
 //  3. Greedy rows take the best key's id. Others choose sets by thresholds on the rank key,
-//     found by radix select (8 passes of 8-bit digits over the 64-bit key) with a count
+//     found by radix select (8-bit digits of the 64-bit key from the top, the id digits only
+//     when ties straddle the threshold) with a count
 //     (top_k) or a fixed-point mass (top_p) per element, then min_p by weight, then the draw:
 //     per-thread contiguous segments, their masses scanned over the block, and the one
 //     thread whose segment holds the target walks it in id order.
@@ -42,9 +43,10 @@ struct Shared {
   int slot_int[kWarps];
   float slot_m[kWarps];
   double slot_s[kWarps];
-  int digit;      // radix select: the chosen digit …
-  u64 remaining;  // … and the measure still needed below it
-  int token;      // the draw's winner
+  int digit;       // radix select: the chosen digit …
+  u64 remaining;   // … the measure still needed below it …
+  bool whole_bin;  // … and whether that is the whole bin
+  int token;       // the draw's winner
 };
 
 // Calls f(value, index) once for every element of row[0, n).
@@ -191,6 +193,7 @@ __device__ __forceinline__ u64 select_threshold(const float* l, int vocab, u64 m
           if (above + h >= remaining) {
             sh.digit = top_bin - b;
             sh.remaining = remaining - above;
+            sh.whole_bin = h == remaining - above;
             break;
           }
           above += h;
@@ -201,6 +204,11 @@ __device__ __forceinline__ u64 select_threshold(const float* l, int vocab, u64 m
     prefix |= static_cast<u64>(sh.digit) << shift;
     mask |= static_cast<u64>(kBins - 1) << shift;
     remaining = sh.remaining;
+    // The set needs every element of the bin: the bin's lowest key is the threshold, and
+    // zero low digits select the same set. With masses that holds once the value is fixed
+    // (shift ≤ 32: equal values, equal weights); a coarser bin may end in zero weights,
+    // which the CPU's prefix leaves out. Without ties this skips the 4 id digits.
+    if (sh.whole_bin && (!kMass || shift <= 32)) break;
   }
   return prefix;
 }
