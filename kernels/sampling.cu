@@ -191,9 +191,21 @@ __device__ __forceinline__ u64 select_threshold(const float* l, int vocab, u64 m
         for (int b = 0; b < kBinsPerLane; ++b) {
           const u64 h = sh.hist[top_bin - b];
           if (above + h >= remaining) {
-            sh.digit = top_bin - b;
-            sh.remaining = remaining - above;
-            sh.whole_bin = h == remaining - above;
+            const int digit = top_bin - b;
+            const u64 need = remaining - above;
+            sh.digit = digit;
+            sh.remaining = need;
+            // Whether the set needs every element of the bin. Counts: all of them. Masses: once
+            // the value is fixed (shift ≤ 32) every element weighs the same q, so all are needed
+            // when one fewer falls short; a coarser bin may end in zero weights, which the
+            // CPU's prefix leaves out, so it never counts as whole.
+            if constexpr (kMass) {
+              const u64 hi = (prefix | static_cast<u64>(digit) << shift) >> 32 << 32;
+              const u64 q = sm::fixed_weight(sm::weight(sm::key_value(hi), best, inv_temp));
+              sh.whole_bin = shift <= 32 && h - q < need;
+            } else {
+              sh.whole_bin = h == need;
+            }
             break;
           }
           above += h;
@@ -204,11 +216,9 @@ __device__ __forceinline__ u64 select_threshold(const float* l, int vocab, u64 m
     prefix |= static_cast<u64>(sh.digit) << shift;
     mask |= static_cast<u64>(kBins - 1) << shift;
     remaining = sh.remaining;
-    // The set needs every element of the bin: the bin's lowest key is the threshold, and
-    // zero low digits select the same set. With masses that holds once the value is fixed
-    // (shift ≤ 32: equal values, equal weights); a coarser bin may end in zero weights,
-    // which the CPU's prefix leaves out. Without ties this skips the 4 id digits.
-    if (sh.whole_bin && (!kMass || shift <= 32)) break;
+    // The whole bin is needed: its lowest key is the threshold, and zero low digits select the
+    // same set. Without ties at the threshold this skips the 4 id digits.
+    if (sh.whole_bin) break;
   }
   return prefix;
 }
@@ -281,7 +291,9 @@ __device__ __forceinline__ void sample_row(const SampleParams& p, int64_t r, Sha
           if (v != -INFINITY && sm::rank_key(v, i) >= min_key) mass += q_of(v);
         });
         const u64 target = sm::top_p_target(d.top_p, block_sum(mass, sh));
-        min_key = select_threshold<true>(l, vocab, min_key, best_v, inv_temp, target, sh);
+        // The select's threshold may end in zero id digits below top_k's: keep both cuts.
+        min_key = std::max(min_key,
+                           select_threshold<true>(l, vocab, min_key, best_v, inv_temp, target, sh));
       }
       auto kept = [&](float v, int i) {
         return v != -INFINITY && sm::rank_key(v, i) >= min_key &&

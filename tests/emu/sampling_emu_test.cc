@@ -142,10 +142,12 @@ class SamplingEmu : public ::testing::TestWithParam<int> {
       d.logits_row = r % n_logits;
       d.shaped_row = -1;
       d.u = uniform();
-      d.temperature = r % 5 == 0 ? 0.0f : static_cast<float>(0.3 + 1.5 * uniform());
-      d.top_k = r % 3 == 1 ? 1 + randint(60) : 0;
-      d.top_p = r % 4 == 2 ? static_cast<float>(0.2 + 0.7 * uniform()) : 1.0f;
-      d.min_p = r % 6 == 3 ? static_cast<float>(0.3 * uniform()) : 0.0f;
+      // Over 24 rows (r % 3, r % 8) takes every value: each logits row (row 2 has ties) meets
+      // each combination of top_k (r % 4 < 2) and top_p (r % 8 in [3, 7)); min_p on r % 5 == 3.
+      d.temperature = r % 7 == 0 ? 0.0f : static_cast<float>(0.3 + 1.5 * uniform());
+      d.top_k = r % 4 < 2 ? 1 + randint(60) : 0;
+      d.top_p = r % 8 >= 3 && r % 8 < 7 ? static_cast<float>(0.2 + 0.7 * uniform()) : 1.0f;
+      d.min_p = r % 5 == 3 ? static_cast<float>(0.3 * uniform()) : 0.0f;
       d.repetition_penalty = 1.0f;
       if (r % 2 == 1) {  // shaped; odd rows of 4 repeat entries (the in-order path)
         const bool repeat = r % 4 == 3;

@@ -154,6 +154,14 @@ TEST_F(CudaSamplingTest, LargeVocabulariesAndTies) {
     SCOPED_TRACE(testing::Message() << "levels " << levels);
     const Tensor logits = host_logits(3, 102400, 12.0f, levels);
     std::vector<SamplingRow> rows;
+    // top_k and top_p together on every row: with ties both thresholds may fall in one group.
+    for (uint64_t seed = 0; seed < 6; ++seed) {
+      rows.push_back({.logits_row = static_cast<int64_t>(seed % 3),
+                      .temperature = 0.8f,
+                      .top_k = 3 + static_cast<int>(seed) * 7,
+                      .top_p = 0.6f,
+                      .seed = seed});
+    }
     for (int64_t r = 0; r < 6; ++r) {
       rows.push_back({.logits_row = r % 3,
                       .temperature = r == 0 ? 0.0f : 0.5f + 0.25f * static_cast<float>(r),
@@ -166,6 +174,21 @@ TEST_F(CudaSamplingTest, LargeVocabulariesAndTies) {
     }
     expect_same(logits, rows);
   }
+}
+
+// A tie group at the top straddles the top_k cut, and top_p needs all of the group's
+// survivors: both thresholds fall in the group, and only the lowest ids may be drawn.
+TEST_F(CudaSamplingTest, TopKAndTopPCutOneTieGroup) {
+  Tensor logits = host_logits(1, 4000, 2.0f);
+  for (int32_t id = 100; id < 4000; id += 400) logits.data<float>()[id] = 6.0f;  // 10 ties
+  std::vector<SamplingRow> rows;
+  for (uint64_t seed = 0; seed < 24; ++seed) {
+    rows.push_back({.temperature = 1.0f,
+                    .top_k = 3 + static_cast<int>(seed % 4),
+                    .top_p = 0.999f,
+                    .seed = seed});
+  }
+  expect_same(logits, rows);
 }
 
 // Repeated and unsorted entries take the kernel's in-order path; the CPU applies them in
