@@ -68,6 +68,67 @@ __device__ __forceinline__ void for_each(const float* row, int n, F&& f) {
   for (int i = tail + t; i < n; i += kThreads) f(row[i], i);
 }
 
+// for_each for warp collectives: every lane of a warp runs the same iterations, and
+// f(value, index, valid) gets valid = false (and value 0) past the end.
+template <typename F>
+__device__ __forceinline__ void for_each_warp_uniform(const float* row, int n, F&& f) {
+  const int lane = static_cast<int>(threadIdx.x) % kWarpSize;
+  const int first = static_cast<int>(threadIdx.x) - lane;
+  int tail = 0;
+  if ((reinterpret_cast<uintptr_t>(row) & 15) == 0) {
+    const int n4 = n / 4;
+    for (int jb = first; jb < n4; jb += kThreads) {
+      const int j = jb + lane;
+      const bool ok = j < n4;
+      const float4 v = ok ? reinterpret_cast<const float4*>(row)[j] : make_float4(0, 0, 0, 0);
+      f(v.x, 4 * j, ok);
+      f(v.y, 4 * j + 1, ok);
+      f(v.z, 4 * j + 2, ok);
+      f(v.w, 4 * j + 3, ok);
+    }
+    tail = 4 * n4;
+  }
+  for (int ib = tail + first; ib < n; ib += kThreads) {
+    const int i = ib + lane;
+    f(i < n ? row[i] : 0.0f, i, i < n);
+  }
+}
+
+// hist[bin] += w for the lanes with `in`, aggregated over the warp: most of a row shares the
+// top digits, and same-address shared atomics serialize. Counts: one atomic per distinct bin
+// (its lanes' popcount). Masses: when the warp's lanes fall into few bins, one full-warp
+// redux.sync per bin (22-bit halves: masses are below 2^45, so 32 lanes' halves fit 32
+// bits); when they spread, contention is low and each lane adds its own. Every collective
+// names the whole warp, whose lanes all call this (the emulator rejects, and the GPU would
+// not need, per-bin masks). All lanes of the warp call it.
+template <bool kMass>
+__device__ __forceinline__ void warp_hist_add(u64* hist, int bin, u64 w, bool in) {
+  constexpr int kMaxAggregatedBins = 4;
+  const unsigned lane = threadIdx.x % kWarpSize;
+  const int my_bin = in ? bin : -1;
+  const unsigned peers = __match_any_sync(kFullWarp, my_bin);
+  const bool leader = in && (peers & ((1u << lane) - 1u)) == 0;
+  if constexpr (!kMass) {
+    if (leader) atomicAdd(&hist[bin], static_cast<u64>(__popc(peers)));
+  } else {
+    unsigned leaders = __ballot_sync(kFullWarp, leader);
+    if (__popc(leaders) > kMaxAggregatedBins) {
+      if (in) atomicAdd(&hist[bin], w);
+      return;
+    }
+    constexpr u64 kLow = (u64{1} << 22) - 1;
+    while (leaders != 0) {
+      const int src = __ffs(static_cast<int>(leaders)) - 1;
+      const int b = __shfl_sync(kFullWarp, my_bin, src);
+      const u64 mine = my_bin == b ? w : 0;
+      const unsigned lo = __reduce_add_sync(kFullWarp, static_cast<unsigned>(mine & kLow));
+      const unsigned hi = __reduce_add_sync(kFullWarp, static_cast<unsigned>(mine >> 22));
+      if (static_cast<int>(lane) == src) atomicAdd(&hist[b], (static_cast<u64>(hi) << 22) + lo);
+      leaders &= leaders - 1;
+    }
+  }
+}
+
 // Block-wide reductions: every thread gets the result. Each starts with a barrier, since the
 // slots may still be read by the previous reduction.
 template <typename T, typename Op>
@@ -168,12 +229,12 @@ __device__ __forceinline__ u64 select_threshold(const float* l, int vocab, u64 m
     __syncthreads();  // the previous digit's histogram may still be read
     for (int b = static_cast<int>(threadIdx.x); b < kBins; b += kThreads) sh.hist[b] = 0;
     __syncthreads();
-    for_each(l, vocab, [&](float v, int i) {
-      if (v == -INFINITY) return;
+    for_each_warp_uniform(l, vocab, [&](float v, int i, bool valid) {
       const u64 key = sm::rank_key(v, i);
-      if (key < min_key || (key & mask) != prefix) return;
-      const u64 w = kMass ? sm::fixed_weight(sm::weight(v, best, inv_temp)) : 1;
-      if (w != 0) atomicAdd(&sh.hist[(key >> shift) & (kBins - 1)], w);
+      bool in = valid && v != -INFINITY && key >= min_key && (key & mask) == prefix;
+      const u64 w = in && kMass ? sm::fixed_weight(sm::weight(v, best, inv_temp)) : 1;
+      in = in && w != 0;
+      warp_hist_add<kMass>(sh.hist, static_cast<int>((key >> shift) & (kBins - 1)), w, in);
     });
     __syncthreads();
     if (threadIdx.x < kWarpSize) {
