@@ -47,9 +47,10 @@ TEST(CudaRuntimeEmu, DeviceMemoryStreamsAndALaunch) {
   ASSERT_EQ(cudaMemcpy(db, b.data(), bytes, cudaMemcpyHostToDevice), cudaSuccess);
   ASSERT_EQ(cudaMemset(dout, 0xff, bytes), cudaSuccess);
   ASSERT_EQ(cudaEventRecord(start, stream), cudaSuccess);
-  ASSERT_EQ(moeserve::kernels::launch_add({static_cast<float*>(da), d, static_cast<float*>(db), d,
-                                           static_cast<float*>(dout), d, n_rows, d},
-                                          stream),
+  ASSERT_EQ(moeserve::kernels::launch_add(
+                {da, moeserve::kernels::ElemType::kF32, d, db, moeserve::kernels::ElemType::kF32, d,
+                 dout, moeserve::kernels::ElemType::kF32, d, n_rows, d},
+                stream),
             cudaSuccess);
   ASSERT_EQ(cudaEventRecord(stop, stream), cudaSuccess);
   ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);

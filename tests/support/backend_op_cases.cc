@@ -22,8 +22,10 @@ namespace {
 //   silu_mul       {n, f}
 //   rope           {n, heads, rope_dim}
 //   kv_cache_write {n, width, blocks, block_size}
-//   mla_attention  {sequences, context, heads, latent, rope_dim, block_size}: one decode query
-//                  per sequence at position context - 1
+//   mla_attention  {sequences, context, heads, latent, rope_dim, block_size[, queries, step]}:
+//                  sequence s holds context - s·step positions (step 0 if absent) and its last
+//                  `queries` (1 if absent: decode; more: a prefill chunk after cached ones)
+//                  are the query tokens, sequence by sequence
 //   moe_gate       {n, experts, top_k, groups, top groups, routing}: routing 0 V3 (sigmoid,
 //                  noaux_tc, bias, renormalised, × 2.5), 1 V2-Lite (softmax, greedy), 2 V2
 //                  (softmax, group max, × 16), 3 V3 with experts [64, 128) local (EP),
@@ -261,31 +263,54 @@ Prepared prepare(Backend& be, const OpCase& c, uint64_t seed, bool meta = false)
     }
     case Op::kMlaAttention: {
       const int64_t seqs = d[0], ctx = d[1], heads = d[2], latent = d[3], rd = d[4], bs = d[5];
-      const int64_t per_seq = (ctx + bs - 1) / bs, blocks = seqs * per_seq;
-      Tensor cache = in.random(c.dtype, {blocks, bs, latent + rd});
-      std::vector<int32_t> table(static_cast<size_t>(blocks));
-      for (size_t i = 0; i < table.size(); ++i) table[i] = static_cast<int32_t>(i);
-      std::shuffle(table.begin(), table.end(), std::mt19937(static_cast<unsigned>(seed)));
-      std::vector<int32_t> seq(static_cast<size_t>(seqs)), pos(static_cast<size_t>(seqs));
+      const int64_t queries = d.size() > 6 ? d[6] : 1, step = d.size() > 7 ? d[7] : 0;
+      const int64_t max_blocks = (ctx + bs - 1) / bs;
+      std::vector<int64_t> seq_ctx(static_cast<size_t>(seqs));
+      int64_t blocks = 0, n = 0, positions = 0;
       for (int64_t s = 0; s < seqs; ++s) {
-        seq[static_cast<size_t>(s)] = static_cast<int32_t>(s);
-        pos[static_cast<size_t>(s)] = static_cast<int32_t>(ctx - 1);
+        seq_ctx[static_cast<size_t>(s)] = std::max<int64_t>(1, ctx - s * step);
+        blocks += (seq_ctx[static_cast<size_t>(s)] + bs - 1) / bs;
+        n += std::min(queries, seq_ctx[static_cast<size_t>(s)]);
+      }
+      Tensor cache = in.random(c.dtype, {blocks, bs, latent + rd});
+      std::vector<int32_t> ids(static_cast<size_t>(blocks));
+      for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>(i);
+      std::shuffle(ids.begin(), ids.end(), std::mt19937(static_cast<unsigned>(seed)));
+      // Entries past a sequence's blocks are -1: no backend may read them.
+      std::vector<int32_t> table(static_cast<size_t>(seqs * max_blocks), -1);
+      std::vector<int32_t> seq, pos, slot;
+      size_t next_id = 0;
+      for (int64_t s = 0; s < seqs; ++s) {
+        const int64_t sc = seq_ctx[static_cast<size_t>(s)];
+        for (int64_t b = 0; b < (sc + bs - 1) / bs; ++b) {
+          table[static_cast<size_t>(s * max_blocks + b)] = ids[next_id++];
+        }
+        for (int64_t p = sc - std::min(queries, sc); p < sc; ++p) {
+          seq.push_back(static_cast<int32_t>(s));
+          pos.push_back(static_cast<int32_t>(p));
+          slot.push_back(static_cast<int32_t>(
+              table[static_cast<size_t>(s * max_blocks + p / bs)] * bs + p % bs));
+          positions += p + 1;
+        }
       }
       AttentionBatch batch;
-      batch.token_seq = in.ints(seq, {seqs});
-      batch.token_pos = in.ints(pos, {seqs});
-      batch.slot_mapping = in.ints(pos, {seqs});
-      batch.block_tables = in.ints(table, {seqs, per_seq});
+      batch.token_seq = in.ints(seq, {n});
+      batch.token_pos = in.ints(pos, {n});
+      batch.slot_mapping = in.ints(slot, {n});
+      batch.block_tables = in.ints(table, {seqs, max_blocks});
       batch.block_size = static_cast<int>(bs);
-      Tensor ql = in.act({seqs, heads, latent}, -0.1f, 0.1f);
-      Tensor qr = in.act({seqs, heads, rd}, -0.1f, 0.1f);
-      p.out = in.act_out({seqs, heads, latent});
+      Tensor ql = in.act({n, heads, latent}, -0.1f, 0.1f);
+      Tensor qr = in.act({n, heads, rd}, -0.1f, 0.1f);
+      p.out = in.act_out({n, heads, latent});
       const float scale = 1.0f / std::sqrt(static_cast<float>(latent + rd));
       p.run = [&be, ql, qr, cache, batch, scale, out = p.out] {
         be.mla_attention(ql, qr, cache, batch, scale, out);
       };
-      p.bytes = static_cast<double>(seqs * ctx * (latent + rd)) * (dtype_bits(c.dtype) / 8.0);
-      p.flops = 4.0 * static_cast<double>(seqs * heads * ctx * (latent + rd));
+      // Each sequence's rows are read once (all its heads and query tokens share them).
+      double rows = 0;
+      for (int64_t sc : seq_ctx) rows += static_cast<double>(sc);
+      p.bytes = rows * static_cast<double>(latent + rd) * (dtype_bits(c.dtype) / 8.0);
+      p.flops = 2.0 * static_cast<double>(heads * positions * (2 * latent + rd));
       break;
     }
     case Op::kMoeGate: {
@@ -549,10 +574,29 @@ std::vector<OpCase> backend_op_cases() {
   c.push_back(make(Op::kHeadLinear, DType::kBF16, {33, 3, 136, 72}, 5e-3));
   c.push_back(make(Op::kHeadLinear, DType::kI8, {4, 16, 128, 512}, 1e-5));
   c.push_back(make(Op::kRope, DType::kF32, {64, 16, 64}, 1e-5));
+  c.push_back(make(Op::kRope, DType::kF32, {3, 128, 64}, 1e-5));  // V3's 128 query heads
+  c.push_back(make(Op::kRope, DType::kF32, {5, 1, 64}, 1e-5));    // the shared rope key
+  // MLA over the 576-wide latent cache rows. The tolerance is BF16's: the CUDA kernel rounds
+  // Q and the softmax weights P (and an F32 cache) to BF16 for its tensor cores, 2^-9 relative
+  // per term; measured up to 2.4e-3 of the largest output.
+  constexpr double kMlaTol = 5e-3;
   for (DType t : {DType::kF32, DType::kBF16}) {
     c.push_back(make(Op::kKvCacheWrite, t, {64, 576, 64, 16}, 0));
-    c.push_back(make(Op::kMlaAttention, t, {4, 1000, 16, 512, 64, 16}, 1e-4));
+    c.push_back(make(Op::kKvCacheWrite, t, {7, 576, 3, 64}, 0));
+    // V2-Lite decode (16 heads): many blocks of 16, a single position, 17 positions.
+    c.push_back(make(Op::kMlaAttention, t, {4, 1000, 16, 512, 64, 16}, kMlaTol));
+    c.push_back(make(Op::kMlaAttention, t, {3, 1, 16, 512, 64, 16}, kMlaTol));
+    c.push_back(make(Op::kMlaAttention, t, {2, 17, 16, 512, 64, 16}, kMlaTol));
   }
+  // V3 decode (128 heads) over blocks of 64, past 1000 positions.
+  c.push_back(make(Op::kMlaAttention, DType::kBF16, {2, 1033, 128, 512, 64, 64}, kMlaTol));
+  // A decode batch mixing lengths 700, 527, 354 and 181.
+  c.push_back(make(Op::kMlaAttention, DType::kBF16, {4, 700, 16, 512, 64, 16, 1, 173}, kMlaTol));
+  // Chunked prefill: 37 new tokens after 263 cached ones; sequences of different lengths with
+  // 9 new tokens each (blocks of 64); V3's heads with 5 new tokens.
+  c.push_back(make(Op::kMlaAttention, DType::kBF16, {2, 300, 16, 512, 64, 16, 37}, kMlaTol));
+  c.push_back(make(Op::kMlaAttention, DType::kF32, {3, 200, 16, 512, 64, 64, 9, 61}, kMlaTol));
+  c.push_back(make(Op::kMlaAttention, DType::kBF16, {1, 77, 128, 512, 64, 64, 5}, kMlaTol));
   c.push_back(make(Op::kMoeGate, DType::kF32, {64, 256, 8, 8, 4}, 0));  // V3 routing
   // Gating and sampling: exact agreement is expected (docs/cuda_backend.md).
   for (int64_t n : {1, 17}) {
@@ -579,6 +623,10 @@ std::vector<OpCase> backend_op_cases() {
   }
   // Fused ops: V3's hidden 7168 norm, the V2-Lite/V3 576-wide cache row with
   // its 64 rope dims, V2-Lite's dense 10944 SwiGLU, a 129280-token vocabulary.
+  // Odd row counts at V2-Lite's hidden 2048, q_a (1536) and kv_a (512) norms.
+  c.push_back(make(Op::kAddRmsNorm, DType::kBF16, {3, 2048}, 1e-5));
+  c.push_back(make(Op::kAddRmsNorm, DType::kF32, {5, 1536}, 1e-5));
+  c.push_back(make(Op::kAddRmsNorm, DType::kBF16, {9, 512}, 1e-5));
   // Prefill SwiGLU at V2-Lite's shared-expert width (2 × 1408): the dense 10944 takes 20 s
   // on the SIMT emulator.
   for (int64_t n : {1, 64}) {
@@ -590,6 +638,7 @@ std::vector<OpCase> backend_op_cases() {
   c.push_back(make(Op::kGateUpSilu, DType::kI8, {1, 2048, 10944}, 1e-5));
   for (DType t : {DType::kF32, DType::kBF16}) {
     c.push_back(make(Op::kRopeKvWrite, t, {64, 576, 64, 64, 16}, 1e-5));
+    c.push_back(make(Op::kRopeKvWrite, t, {3, 576, 64, 2, 64}, 1e-5));
   }
   // BF16 activations: outputs rounded to BF16 once (relative error up to 2^-9
   // of each value, so up to 4e-3 of the largest), inputs the same BF16 values
@@ -611,6 +660,13 @@ std::vector<OpCase> backend_op_cases() {
   c.push_back(make(Op::kRopeKvWrite, kBf16, {64, 576, 64, 64, 16}, kBf16Act, kBf16));
   c.push_back(make(Op::kMlaAttention, kBf16, {4, 1000, 16, 512, 64, 16}, kBf16Act, kBf16));
   c.push_back(make(Op::kMoeFfn, kBf16, {16, 8, 6, 2048, 1408}, kBf16Act, kBf16));
+  // BF16 activations through attention, RoPE and norms at V3's 128 heads, in chunked prefill,
+  // with an F32 cache behind BF16 rows, and in a warp-per-row norm.
+  c.push_back(make(Op::kMlaAttention, kBf16, {2, 1033, 128, 512, 64, 64}, kBf16Act, kBf16));
+  c.push_back(make(Op::kMlaAttention, kBf16, {2, 300, 16, 512, 64, 16, 37}, kBf16Act, kBf16));
+  c.push_back(make(Op::kRope, DType::kF32, {3, 128, 64}, kBf16Act, kBf16));
+  c.push_back(make(Op::kRopeKvWrite, DType::kF32, {3, 576, 64, 2, 64}, kBf16Act, kBf16));
+  c.push_back(make(Op::kAddRmsNorm, kBf16, {9, 512}, kBf16Act, kBf16));
   c.push_back(make(Op::kLogSoftmaxTopk, DType::kF32, {8, 129280, 20}, 1e-5));
   for (int64_t k : {1, 20}) {
     c.push_back(make(Op::kLogSoftmaxTopk, DType::kF32, {1, 102400, k}, 1e-5));  // V2's vocabulary

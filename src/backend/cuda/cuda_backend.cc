@@ -47,7 +47,7 @@ int cuda_device_count() {
 
 StatusOr<std::unique_ptr<Backend>> create_cuda_backend(double /*memory_fraction*/) {
   return absl::FailedPreconditionError(
-      "the CUDA backend does not implement MLA/MoE ops yet; use --backend cpu");
+      "the CUDA backend has not run a whole model yet; use --backend cpu");
 }
 
 StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::create(int device, const CudaOptions& options) {
@@ -154,121 +154,17 @@ void CudaBackend::synchronize() {
   MS_CUDA_CHECK(cudaStreamSynchronize(stream_->get()));
 }
 
-// ---- ops with kernels ---------------------------------------------------------------
-
-void CudaBackend::gather_rows(const Tensor& src, const Tensor& indices, const Tensor& out) {
-  const Rows s = rows_of(src, "gather_rows", "src");
-  const Rows o = rows_of(out, "gather_rows", "out");
-  MS_CHECK(src.ndim() == 2 && out.ndim() == 2 && indices.ndim() == 1,
-           "CudaBackend::gather_rows: src ", src.describe(), ", indices ", indices.describe(),
-           ", out ", out.describe());
-  check_dtype(indices, DType::kI32, "gather_rows", "indices");
-  check_dtype(out, DType::kF32, "gather_rows", "out");
-  MS_CHECK(indices.device() == Device::kCuda && indices.is_contiguous(),
-           "CudaBackend::gather_rows: indices must be contiguous on CUDA");
-  MS_CHECK(o.n_rows == indices.dim(0) && o.width == s.width, "CudaBackend::gather_rows: src ",
-           src.describe(), ", indices ", indices.describe(), ", out ", out.describe());
-  kernels::GatherRowsParams p{};
-  p.src = src.raw();
-  p.src_type = elem_type(src.dtype());
-  p.src_row_stride = s.row_stride;
-  p.n_src_rows = s.n_rows;
-  p.indices = indices.data<int32_t>();
-  p.out = out.data<float>();
-  p.out_row_stride = o.row_stride;
-  p.n_rows = o.n_rows;
-  p.d = o.width;
-  MS_CUDA_CHECK(cudaSetDevice(device_));
-  MS_CUDA_CHECK(kernels::launch_gather_rows(p, stream_->get()));
-}
-
-void CudaBackend::rms_norm(const Tensor& x, const Tensor& weight, float eps, const Tensor& out) {
-  const Rows xr = rows_of(x, "rms_norm", "x");
-  const Rows orows = rows_of(out, "rms_norm", "out");
-  check_same_shape(x, out, "rms_norm");
-  check_dtype(x, DType::kF32, "rms_norm", "x");
-  check_dtype(out, DType::kF32, "rms_norm", "out");
-  MS_CHECK(weight.dtype() == DType::kF32 || weight.dtype() == DType::kBF16,
-           "CudaBackend::rms_norm: weight ", weight.describe(), " must be F32 or BF16");
-  MS_CHECK(weight.device() == Device::kCuda && weight.ndim() == 1 && weight.is_contiguous() &&
-               weight.dim(0) == xr.width,
-           "CudaBackend::rms_norm: weight ", weight.describe(), " for x ", x.describe());
-  MS_CHECK(xr.width <= (int64_t{1} << 30), "CudaBackend::rms_norm: row width ", xr.width,
-           " too large");
-  kernels::RmsNormParams p{};
-  p.x = x.data<float>();
-  p.x_row_stride = xr.row_stride;
-  p.weight = weight.raw();
-  p.weight_type = elem_type(weight.dtype());
-  p.out = out.data<float>();
-  p.out_row_stride = orows.row_stride;
-  p.n_rows = xr.n_rows;
-  p.d = static_cast<int>(xr.width);
-  p.eps = eps;
-  MS_CUDA_CHECK(cudaSetDevice(device_));
-  MS_CUDA_CHECK(kernels::launch_rms_norm(p, stream_->get()));
-}
-
-void CudaBackend::add(const Tensor& a, const Tensor& b, const Tensor& out) {
-  const Rows ar = rows_of(a, "add", "a");
-  const Rows br = rows_of(b, "add", "b");
-  const Rows orows = rows_of(out, "add", "out");
-  check_same_shape(a, out, "add");
-  check_same_shape(b, out, "add");
-  check_dtype(a, DType::kF32, "add", "a");
-  check_dtype(b, DType::kF32, "add", "b");
-  check_dtype(out, DType::kF32, "add", "out");
-  kernels::AddParams p{};
-  p.a = a.data<float>();
-  p.a_row_stride = ar.row_stride;
-  p.b = b.data<float>();
-  p.b_row_stride = br.row_stride;
-  p.out = out.data<float>();
-  p.out_row_stride = orows.row_stride;
-  p.n_rows = orows.n_rows;
-  p.d = orows.width;
-  MS_CUDA_CHECK(cudaSetDevice(device_));
-  MS_CUDA_CHECK(kernels::launch_add(p, stream_->get()));
-}
-
-void CudaBackend::silu_mul(const Tensor& gate_up, const Tensor& out) {
-  const Rows g = rows_of(gate_up, "silu_mul", "gate_up");
-  const Rows o = rows_of(out, "silu_mul", "out");
-  check_dtype(gate_up, DType::kF32, "silu_mul", "gate_up");
-  check_dtype(out, DType::kF32, "silu_mul", "out");
-  MS_CHECK(g.n_rows == o.n_rows && g.width == 2 * o.width, "CudaBackend::silu_mul: gate_up ",
-           gate_up.describe(), ", out ", out.describe());
-  kernels::SiluMulParams p{};
-  p.gate_up = gate_up.data<float>();
-  p.gate_up_row_stride = g.row_stride;
-  p.out = out.data<float>();
-  p.out_row_stride = o.row_stride;
-  p.n_rows = o.n_rows;
-  p.f = o.width;
-  MS_CUDA_CHECK(cudaSetDevice(device_));
-  MS_CUDA_CHECK(kernels::launch_silu_mul(p, stream_->get()));
-}
-
-// ---- ops without kernels yet --------------------------------------------------------
-
-void CudaBackend::rope(const Tensor&, const Tensor&, const Tensor&) { not_implemented("rope"); }
-
-void CudaBackend::kv_cache_write(const Tensor&, const Tensor&, const Tensor&) {
-  not_implemented("kv_cache_write");
-}
-
-void CudaBackend::mla_attention(const Tensor&, const Tensor&, const Tensor&, const AttentionBatch&,
-                                float, const Tensor&) {
-  not_implemented("mla_attention");
-}
-
 bool CudaBackend::supports(Op op, DType dtype) const {
   switch (op) {
     case Op::kGatherRows:
       return dtype == DType::kF32 || dtype == DType::kBF16 || dtype == DType::kF16;
     case Op::kRmsNorm:
-    case Op::kAddRmsNorm:  // the default composition of add and rms_norm
-      return dtype == DType::kF32 || dtype == DType::kBF16;
+    case Op::kAddRmsNorm: return dtype == DType::kF32 || dtype == DType::kBF16;
+    // Attention, RoPE and the KV cache: the dtype is the cache's (F32 for rope).
+    case Op::kRope: return dtype == DType::kF32;
+    case Op::kKvCacheWrite:
+    case Op::kRopeKvWrite:
+    case Op::kMlaAttention: return dtype == DType::kF32 || dtype == DType::kBF16;
     case Op::kAdd:
     case Op::kSiluMul: return dtype == DType::kF32;
     // Gating and sampling (cuda_gate.cc, cuda_sampling.cc).

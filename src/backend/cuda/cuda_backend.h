@@ -1,11 +1,11 @@
 // The CUDA backend: device memory, one stream, copies, and op launches into
 // kernels/. Every op is tested against the CPU backend (tests/gpu/).
 //
-// gather_rows, rms_norm, add, silu_mul, the GEMM-shaped ops (linear,
-// head_linear, gate_up_silu, moe_ffn: cuda_gemm.cc) and gating and sampling
-// (moe_gate, log_softmax_topk, sample: cuda_gate.cc, cuda_sampling.cc) have
-// kernels; the other ops abort. Until they exist, create_cuda_backend() refuses to build one, so
-// no user path can reach them; tests construct CudaBackend directly.
+// Every op has a kernel: the elementwise ops, norms, rope, the KV-cache writes, MLA
+// attention, the GEMM-shaped ops (linear, head_linear, gate_up_silu, moe_ffn), gating and
+// sampling (moe_gate, log_softmax_topk, sample). No whole model has run on this backend
+// yet, so create_cuda_backend() still refuses to build one and no user path can reach it;
+// tests construct CudaBackend directly.
 //
 // This header includes no CUDA headers, so plain C++ code (backend.cc, tests)
 // can use it.
@@ -25,7 +25,7 @@ namespace moeserve {
 int cuda_device_count();
 
 // The backend for `create_backend("cuda"/"auto")`. For now always
-// FailedPrecondition: the MLA/MoE ops have no kernels yet.
+// FailedPrecondition: no whole model has run on the CUDA backend yet.
 StatusOr<std::unique_ptr<Backend>> create_cuda_backend(double memory_fraction);
 
 class CudaStream;    // RAII cudaStream_t (cuda_internal.h)
@@ -52,11 +52,9 @@ class CudaBackend final : public Backend {
 
   std::string name() const override { return "cuda"; }
   Device device() const override { return Device::kCuda; }
-  // rope, the KV cache and MLA are not implemented yet (issue #5).
+  // Every op has a kernel, but no whole model has run on this backend yet (issue #5).
   bool runs_models() const override { return false; }
-  // gather_rows (F32/BF16/F16 tables), rms_norm (F32/BF16 weights), add, silu_mul;
-  // linear, head_linear, gate_up_silu and moe_ffn with BF16 or F16 weights; moe_gate,
-  // log_softmax_topk and sample (F32 logits).
+  // Per op: the weight / table / cache dtypes it runs with (cuda_backend.cc).
   bool supports(Op op, DType dtype) const override;
 
   // Carved from the pool (best fit, 256-byte aligned); aborts when the pool
@@ -72,8 +70,11 @@ class CudaBackend final : public Backend {
   void copy(const Tensor& src, const Tensor& dst) override;
   void synchronize() override;
 
+  // Elementwise ops and norms (cuda_elementwise.cc). Activations F32 or BF16.
   void gather_rows(const Tensor& src, const Tensor& indices, const Tensor& out) override;
   void rms_norm(const Tensor& x, const Tensor& weight, float eps, const Tensor& out) override;
+  void add_rms_norm(const Tensor& residual, const Tensor& x, const Tensor& weight, float eps,
+                    const Tensor& out) override;
   void add(const Tensor& a, const Tensor& b, const Tensor& out) override;
   void silu_mul(const Tensor& gate_up, const Tensor& out) override;
 
@@ -83,6 +84,16 @@ class CudaBackend final : public Backend {
   void log_softmax_topk(const Tensor& logits, const Tensor& ids, const Tensor& logprobs) override;
   std::vector<StatusOr<SampledToken>> sample(const Tensor& logits,
                                              std::span<const SamplingRow> rows) override;
+
+  // Attention, RoPE and the KV cache (cuda_attention.cc). Activations F32 or BF16; the cache
+  // F32 or BF16; mla_attention needs DeepSeek's latent 512 and rope 64.
+  void rope(const Tensor& x, const Tensor& positions, const Tensor& cos_sin) override;
+  void kv_cache_write(const Tensor& kv, const Tensor& slot_mapping, const Tensor& cache) override;
+  void rope_kv_write(const Tensor& kv, int64_t rope_begin, const Tensor& positions,
+                     const Tensor& cos_sin, const Tensor& slot_mapping,
+                     const Tensor& cache) override;
+  void mla_attention(const Tensor& q_latent, const Tensor& q_rope, const Tensor& cache,
+                     const AttentionBatch& batch, float scale, const Tensor& out) override;
 
   // GEMM-shaped ops (cuda_gemm.cc; kernels/gemm_bf16.cuh, kernels/moe_ffn.cuh). Weights
   // BF16 or F16; x and out F32 or BF16 each (x is rounded to the weights' 16-bit type for
@@ -103,12 +114,6 @@ class CudaBackend final : public Backend {
   void moe_ffn(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_weights,
                const Tensor& w_gate_up, const Tensor& w_down, const Tensor& out) override;
 
-  // Not implemented yet: abort with a message.
-  void rope(const Tensor& x, const Tensor& positions, const Tensor& cos_sin) override;
-  void kv_cache_write(const Tensor& kv, const Tensor& slot_mapping, const Tensor& cache) override;
-  void mla_attention(const Tensor& q_latent, const Tensor& q_rope, const Tensor& cache,
-                     const AttentionBatch& batch, float scale, const Tensor& out) override;
-
  private:
   CudaBackend(int device, std::shared_ptr<CudaStream> stream, std::shared_ptr<DevicePool> pool);
 
@@ -116,13 +121,13 @@ class CudaBackend final : public Backend {
   // intermediates), allocated lazily from the shapes and reused: it only grows, so steady
   // state allocates nothing. A later step moves it into the activation arena.
   void* workspace(size_t n_bytes);
-  int n_sms();  // multiprocessors, for split-K plans
+  int n_sms();  // multiprocessors, for split-K and split-KV plans
   void run_gemm(const kernels::GemmParams& p, const kernels::GemmPlan& plan);
 
   int device_;                              // CUDA device ordinal
   std::shared_ptr<CudaStream> stream_;      // shared with the deleters of allocated buffers
   std::shared_ptr<DevicePool> pool_;        // likewise
-  Tensor workspace_;                        // [bytes] I8, see workspace()
+  Tensor workspace_;                        // [bytes] I8, see workspace(); shared by all ops
   int n_sms_ = 0;                           // 0 until first asked
   std::shared_ptr<CublasLtGemm> cublaslt_;  // created by the first large BF16 linear
 

@@ -102,9 +102,20 @@ inline void check_dtype(const Tensor& t, DType want, const char* op, const char*
            std::string(dtype_name(want)));
 }
 
-[[noreturn]] inline void not_implemented(const char* op) {
-  MS_CHECK(false, "CudaBackend::", op, " is not implemented yet (issue: CUDA backend)");
-  std::abort();  // unreachable: MS_CHECK(false) aborts
+// Activations (inputs and outputs that are not weights, caches, indices or logits) may be F32
+// or BF16, each tensor independently.
+inline kernels::ElemType act_type(const Tensor& t, const char* op, const char* arg) {
+  MS_CHECK(t.dtype() == DType::kF32 || t.dtype() == DType::kBF16, "CudaBackend::", op, ": ", arg,
+           " is ", t.describe(), ", expected F32 or BF16");
+  return elem_type(t.dtype());
+}
+
+// A 1-D contiguous CUDA tensor of `n` elements of `want`.
+inline void check_vector(const Tensor& t, DType want, int64_t n, const char* op, const char* arg) {
+  MS_CHECK(t.defined() && t.device() == Device::kCuda && t.ndim() == 1 && t.dim(0) == n &&
+               t.is_contiguous() && t.dtype() == want,
+           "CudaBackend::", op, ": ", arg, " is ", t.describe(), ", expected contiguous ",
+           std::string(dtype_name(want)), "[", n, "] on CUDA");
 }
 
 }  // namespace cuda_detail

@@ -1,0 +1,12 @@
+// The element types a kernel reads or writes through an untyped pointer, shared by every
+// kernel header (activations may be F32 or BF16 independently per tensor; tables and weights
+// may be narrower).
+#pragma once
+
+#include <cstdint>
+
+namespace moeserve::kernels {
+
+enum class ElemType : uint8_t { kF32, kBF16, kF16 };
+
+}  // namespace moeserve::kernels
