@@ -8,6 +8,8 @@
 //   SIMT_DYNAMIC_SHARED(T, name) T* name = the block's dynamic shared memory
 //   simt::mma_*, simt::ldmatrix, simt::cp_async*  tensor-core and async-copy instructions
 //   simt::lane_id()
+//   SIMT_UNROLL for (...)        `#pragma unroll` for nvcc (GCC would warn on it; the emulator
+//                                does not need unrolled loops)
 #pragma once
 
 #include <vector_functions.h>
@@ -26,6 +28,7 @@
 #include "kernels/simt/ptx.h"
 
 #define SIMT_SHARED(T, name, dims) __shared__ __align__(16) T name dims
+#define SIMT_UNROLL _Pragma("unroll")
 #define SIMT_DYNAMIC_SHARED(T, name)                               \
   extern __shared__ __align__(16) unsigned char simt_dyn_##name[]; \
   T* name = reinterpret_cast<T*>(simt_dyn_##name)
@@ -42,6 +45,8 @@ __device__ __forceinline__ unsigned lane_id() {
 
 #include "kernels/simt/emu/device.h"
 #include "kernels/simt/emu/tensor_core.h"
+
+#define SIMT_UNROLL
 
 // The tag's address identifies the declaration, so every thread of a block gets the same slot.
 #define SIMT_SHARED(T, name, dims)                                                   \

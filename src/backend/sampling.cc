@@ -7,6 +7,7 @@
 
 #include "common/logging.h"
 #include "common/philox.h"
+#include "kernels/sampling_math.h"
 #include "moeserve/sampling_params.h"
 
 namespace moeserve {
@@ -37,26 +38,6 @@ Status check_raw(std::span<const float> raw, std::span<const float> shaped) {
     }
   }
   return absl::OkStatus();
-}
-
-Status check_ids(const SamplingRow& row, int64_t n_vocab) {
-  auto check = [&](int32_t id, const char* what) -> Status {
-    if (id < 0 || id >= n_vocab) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(what, " token id ", id, " is outside the vocabulary of ", n_vocab));
-    }
-    return absl::OkStatus();
-  };
-  for (const auto& [id, bias] : row.logit_bias) RETURN_IF_ERROR(check(id, "logit_bias"));
-  for (const PenaltyEntry& e : row.penalties) RETURN_IF_ERROR(check(e.token, "counted"));
-  for (int32_t id : row.masked) RETURN_IF_ERROR(check(id, "stop"));
-  return absl::OkStatus();
-}
-
-bool shapes(const SamplingRow& row) {
-  const bool penalties = row.presence_penalty != 0.0f || row.frequency_penalty != 0.0f ||
-                         row.repetition_penalty != 1.0f;
-  return !row.logit_bias.empty() || (penalties && !row.penalties.empty()) || !row.masked.empty();
 }
 
 // Bias, then penalties (vLLM's order: bias is a logits processor, penalties are the
@@ -93,77 +74,101 @@ Status check_shaped(std::span<const float> l) {
   return absl::OkStatus();
 }
 
-// temperature, top_k, top_p, min_p, then the inverse CDF at draw `counter`.
+// temperature, top_k, top_p and min_p choose a set of tokens; the inverse CDF at draw
+// `counter` then walks that set in id order (any fixed order draws the same distribution; id
+// order needs no sort, on the GPU either). Weights, masses and ranks are those of
+// kernels/sampling_math.h, which the sampling kernel computes the same way, bit for bit.
 int32_t draw(std::span<const float> l, const SamplingRow& row) {
-  // Candidates: unmasked ids. `by_rank` orders them most likely first, ties by lower id.
+  namespace sm = sampling_math;
+  MS_CHECK(static_cast<int64_t>(l.size()) <= sm::kMaxVocab, "sample: a vocabulary of ", l.size(),
+           " tokens is beyond the sampler's fixed-point masses (at most ", sm::kMaxVocab, ")");
+  // Candidates: unmasked ids, in id order throughout.
   std::vector<int32_t> ids;
   ids.reserve(l.size());
   for (size_t i = 0; i < l.size(); ++i) {
     if (l[i] != -kInf) ids.push_back(static_cast<int32_t>(i));
   }
-  auto by_rank = [&](int32_t a, int32_t b) { return l[a] > l[b] || (l[a] == l[b] && a < b); };
-  const bool top_k_cuts = row.top_k > 0 && static_cast<size_t>(row.top_k) < ids.size();
-  if (top_k_cuts) {
-    std::nth_element(ids.begin(), ids.begin() + row.top_k, ids.end(), by_rank);
-    ids.resize(static_cast<size_t>(row.top_k));
-    std::sort(ids.begin(), ids.end(), by_rank);  // few: ranked, as top_p wants them
+  auto key = [&](int32_t id) { return sm::rank_key(l[static_cast<size_t>(id)], id); };
+  auto keep_if = [&](auto pred) {
+    ids.erase(std::remove_if(ids.begin(), ids.end(), [&](int32_t id) { return !pred(id); }),
+              ids.end());
+  };
+  if (row.top_k > 0 && static_cast<size_t>(row.top_k) < ids.size()) {
+    std::vector<uint64_t> keys(ids.size());
+    for (size_t i = 0; i < ids.size(); ++i) keys[i] = key(ids[i]);
+    const auto kth = keys.begin() + (row.top_k - 1);
+    std::nth_element(keys.begin(), kth, keys.end(), std::greater<>());
+    const uint64_t min_key = *kth;
+    keep_if([&](int32_t id) { return key(id) >= min_key; });
   }
-  // Unnormalised probabilities at this temperature, relative to the best: w ∈ (0, 1].
-  double best = -std::numeric_limits<double>::infinity();
-  for (int32_t id : ids) best = std::max(best, static_cast<double>(l[id]));
-  auto weight = [&](int32_t id) { return std::exp((l[id] - best) / row.temperature); };
-  std::vector<double> w(ids.size());
-  double total = 0.0;
-  for (size_t i = 0; i < ids.size(); ++i) total += w[i] = weight(ids[i]);
+  float best = -kInf;
+  for (int32_t id : ids) best = std::max(best, l[static_cast<size_t>(id)]);
+  const double inv_temperature = sm::inverse_temperature(row.temperature);
+  auto weight = [&](int32_t id) {
+    return sm::weight(l[static_cast<size_t>(id)], best, inv_temperature);
+  };
+  auto mass_of = [&] {
+    uint64_t m = 0;
+    for (int32_t id : ids) m += sm::fixed_weight(weight(id));
+    return m;
+  };
   // top_p over the top_k survivors: the shortest most-likely prefix whose mass reaches top_p.
-  // Ranking the whole vocabulary is the slow part, so rank blocks of doubling size only as
-  // far as the prefix reaches (each block is exactly what a full sort would put there).
+  // Ranking the whole vocabulary is the slow part, so rank blocks of doubling size only as far
+  // as the prefix reaches (each block is exactly what a full sort would put there).
   if (row.top_p < 1.0f) {
-    const double target = row.top_p * total;
-    double mass = 0.0;
-    size_t n_ranked = top_k_cuts ? ids.size() : 0;
-    for (size_t i = 0; i < ids.size(); ++i) {
+    const uint64_t target = sm::top_p_target(row.top_p, mass_of());
+    std::vector<uint64_t> ranked(ids.size());
+    for (size_t i = 0; i < ids.size(); ++i) ranked[i] = key(ids[i]);
+    uint64_t mass = 0, min_key = 0;
+    size_t n_ranked = 0;
+    for (size_t i = 0; i < ranked.size(); ++i) {
       if (i == n_ranked) {
-        n_ranked = std::min(ids.size(), std::max<size_t>(kFirstRankedBlock, 2 * n_ranked));
-        const auto first = ids.begin() + static_cast<std::ptrdiff_t>(i);
-        const auto last = ids.begin() + static_cast<std::ptrdiff_t>(n_ranked);
-        std::nth_element(first, last, ids.end(), by_rank);
-        std::sort(first, last, by_rank);
+        n_ranked = std::min(ranked.size(), std::max<size_t>(kFirstRankedBlock, 2 * n_ranked));
+        const auto first = ranked.begin() + static_cast<std::ptrdiff_t>(i);
+        const auto last = ranked.begin() + static_cast<std::ptrdiff_t>(n_ranked);
+        std::nth_element(first, last - 1, ranked.end(), std::greater<>());
+        std::sort(first, last, std::greater<>());
       }
-      mass += w[i] = weight(ids[i]);
-      if (mass >= target || i + 1 == ids.size()) {
-        ids.resize(i + 1);
-        w.resize(i + 1);
-        total = mass;
-        break;
-      }
+      mass += sm::fixed_weight(weight(sm::key_id(ranked[i])));
+      min_key = ranked[i];
+      if (mass >= target) break;
     }
+    keep_if([&](int32_t id) { return key(id) >= min_key; });
   }
   // min_p: p ≥ min_p · p_max ⇔ w ≥ min_p, since w is p / p_max. The best token always stays.
   if (row.min_p > 0.0f) {
-    size_t kept = 0;
-    total = 0.0;
-    for (size_t i = 0; i < ids.size(); ++i) {
-      if (w[i] >= row.min_p) {
-        ids[kept] = ids[i];
-        total += w[kept] = w[i];
-        ++kept;
-      }
-    }
-    ids.resize(kept);
-    w.resize(kept);
+    keep_if([&](int32_t id) { return weight(id) >= static_cast<double>(row.min_p); });
   }
-  // Inverse CDF; the last candidate catches rounding at the top end.
-  const double target = philox_uniform01(row.seed, row.counter) * total;
-  double mass = 0.0;
-  for (size_t i = 0; i < ids.size(); ++i) {
-    mass += w[i];
-    if (target < mass) return ids[i];
+  const uint64_t target = sm::draw_target(philox_uniform01(row.seed, row.counter), mass_of());
+  uint64_t mass = 0;
+  for (int32_t id : ids) {
+    mass += sm::fixed_weight(weight(id));
+    if (mass > target) return id;
   }
-  return ids.back();
+  return ids.back();  // the target rounded up to the total
 }
 
 }  // namespace
+
+Status check_token_ids(const SamplingRow& row, int64_t n_vocab) {
+  auto check = [&](int32_t id, const char* what) -> Status {
+    if (id < 0 || id >= n_vocab) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, " token id ", id, " is outside the vocabulary of ", n_vocab));
+    }
+    return absl::OkStatus();
+  };
+  for (const auto& [id, bias] : row.logit_bias) RETURN_IF_ERROR(check(id, "logit_bias"));
+  for (const PenaltyEntry& e : row.penalties) RETURN_IF_ERROR(check(e.token, "counted"));
+  for (int32_t id : row.masked) RETURN_IF_ERROR(check(id, "stop"));
+  return absl::OkStatus();
+}
+
+bool shapes_logits(const SamplingRow& row) {
+  const bool penalties = row.presence_penalty != 0.0f || row.frequency_penalty != 0.0f ||
+                         row.repetition_penalty != 1.0f;
+  return !row.logit_bias.empty() || (penalties && !row.penalties.empty()) || !row.masked.empty();
+}
 
 void log_softmax_topk_row(std::span<const float> logits, std::span<int32_t> ids,
                           std::span<float> logprobs) {
@@ -192,7 +197,7 @@ float logprob_of(std::span<const float> logits, int32_t id) {
 }
 
 Status shape_logits(const SamplingRow& row, std::span<float> logits) {
-  RETURN_IF_ERROR(check_ids(row, static_cast<int64_t>(logits.size())));
+  RETURN_IF_ERROR(check_token_ids(row, static_cast<int64_t>(logits.size())));
   shape_unchecked(row, logits);
   return absl::OkStatus();
 }
@@ -217,7 +222,7 @@ StatusOr<SampledToken> sample_shaped(std::span<const float> raw, std::span<const
 
 StatusOr<SampledToken> sample_row(std::span<const float> raw, const SamplingRow& row,
                                   std::vector<float>& scratch) {
-  if (!shapes(row)) return sample_shaped(raw, raw, row);
+  if (!shapes_logits(row)) return sample_shaped(raw, raw, row);
   scratch.assign(raw.begin(), raw.end());
   RETURN_IF_ERROR(shape_logits(row, scratch));
   return sample_shaped(raw, scratch, row);

@@ -74,6 +74,12 @@ Status shape_logits(const SamplingRow& row, std::span<float> logits);
 StatusOr<SampledToken> sample_shaped(std::span<const float> raw, std::span<const float> shaped,
                                      const SamplingRow& row);
 
+// For backends that shape elsewhere (the CUDA backend): whether the row changes its logits
+// at all (a bias, active penalties with entries, or a mask), and the id check shape_logits
+// makes first.
+bool shapes_logits(const SamplingRow& row);
+Status check_token_ids(const SamplingRow& row, int64_t n_vocab);
+
 // Index of the largest logit (lowest index on ties).
 int32_t argmax(std::span<const float> logits);
 

@@ -26,7 +26,10 @@ namespace {
 //                  sequence s holds context - s·step positions (step 0 if absent) and its last
 //                  `queries` (1 if absent: decode; more: a prefill chunk after cached ones)
 //                  are the query tokens, sequence by sequence
-//   moe_gate       {n, experts, top_k, groups, top groups} (sigmoid, noaux_tc bias)
+//   moe_gate       {n, experts, top_k, groups, top groups, routing}: routing 0 V3 (sigmoid,
+//                  noaux_tc, bias, renormalised, × 2.5), 1 V2-Lite (softmax, greedy), 2 V2
+//                  (softmax, group max, × 16), 3 V3 with experts [64, 128) local (EP),
+//                  4 V3 on logits of few distinct values (ties); out [n, 2·top_k] = (ids, weights)
 //   moe_ffn        {n, experts, top_k, d, f[, routing]}: routing 0 spreads slot j of token t
 //                  over experts (7t + 13j) % experts; 1 sends every token's slot 0 to expert 0;
 //                  2 is 0 with ids of -1 for token 0 and every slot with (t + j) % 3 == 0
@@ -35,10 +38,28 @@ namespace {
 //   gate_up_silu   {n, k, f}
 //   log_softmax_topk {n, vocab, k}: the log-probabilities are compared
 //   sample         {n, vocab, mode}: mode 0 greedy; 1 temperature 0.8, top_k 50, top_p 0.9,
-//                  min_p 0.05, penalties, a bias and a mask; out [n, 2] = (token, logprob)
+//                  min_p 0.05, penalties, a bias and a mask; out [n, 2] = (token, logprob);
+//                  modes 2-9 one feature each at temperature 1 (SampleMode)
+// sample's dims[2].
+enum class SampleMode : int64_t {
+  kGreedy = 0,
+  kAll = 1,
+  kTemperature = 2,
+  kTopK = 3,
+  kTopP = 4,
+  kMinP = 5,
+  kPenalties = 6,
+  kBias = 7,
+  kMask = 8,
+  kTopLogprobs = 9,
+};
+
 struct Prepared {
   std::function<void()> run;
   Tensor out;
+  // When set, builds the output to compare from several tensors after a run (so the timed
+  // run stays the op alone); otherwise `out` is downloaded.
+  std::function<Tensor()> combined_out;
   double bytes = 0;
   double flops = 0;
 };
@@ -293,20 +314,55 @@ Prepared prepare(Backend& be, const OpCase& c, uint64_t seed, bool meta = false)
       break;
     }
     case Op::kMoeGate: {
-      const int64_t n = d[0], experts = d[1];
-      Tensor logits = in.random(DType::kF32, {n, experts}, -3.0f, 3.0f);
-      Tensor bias = in.random(DType::kF32, {experts}, -0.1f, 0.1f);
+      const int64_t n = d[0], experts = d[1], k = d[2];
+      const int64_t routing = d.size() > 5 ? d[5] : 0;
+      Tensor logits_host = in.host(DType::kF32, {n, experts}, -3.0f, 3.0f);
+      if (routing == 4 && !meta) {  // few distinct values: ties in scores, choices, groups
+        for (int64_t i = 0; i < logits_host.numel(); ++i) {
+          logits_host.data<float>()[i] = std::round(logits_host.data<float>()[i]);
+        }
+      }
+      Tensor logits = in.dev(logits_host);
       GateParams g;
-      g.scoring = ScoringFunc::kSigmoid;
-      g.method = TopkMethod::kNoauxTc;
-      g.top_k = static_cast<int>(d[2]);
+      g.top_k = static_cast<int>(k);
       g.n_group = static_cast<int>(d[3]);
       g.topk_group = static_cast<int>(d[4]);
-      g.norm_topk_prob = true;
-      g.routed_scaling_factor = 2.5f;
-      Tensor ids = in.zeros(DType::kI32, {n, d[2]});
-      p.out = in.zeros(DType::kF32, {n, d[2]});
-      p.run = [&be, logits, bias, g, ids, out = p.out] { be.moe_gate(logits, bias, g, ids, out); };
+      Tensor bias;
+      if (routing == 1 || routing == 2) {
+        g.scoring = ScoringFunc::kSoftmax;
+        g.method = routing == 1 ? TopkMethod::kGreedy : TopkMethod::kGroupLimitedGreedy;
+        g.routed_scaling_factor = routing == 1 ? 1.0f : 16.0f;
+      } else {
+        bias = in.random(DType::kF32, {experts}, -0.1f, 0.1f);
+        g.scoring = ScoringFunc::kSigmoid;
+        g.method = TopkMethod::kNoauxTc;
+        g.norm_topk_prob = true;
+        g.routed_scaling_factor = 2.5f;
+        if (routing == 3) {
+          g.local_begin = 64;
+          g.local_count = 64;
+        }
+      }
+      Tensor ids = in.zeros(DType::kI32, {n, k});
+      Tensor w = in.zeros(DType::kF32, {n, k});
+      p.run = [&be, logits, bias, g, ids, w] { be.moe_gate(logits, bias, g, ids, w); };
+      p.combined_out = [&be, ids, w] {
+        Tensor ids_host = Tensor::empty_host(DType::kI32, ids.shape());
+        Tensor w_host = Tensor::empty_host(DType::kF32, w.shape());
+        be.copy(ids, ids_host);
+        be.copy(w, w_host);
+        be.synchronize();
+        const int64_t rows = ids.dim(0), kk = ids.dim(1);
+        Tensor out = Tensor::empty_host(DType::kF32, {rows, 2 * kk});
+        for (int64_t t = 0; t < rows; ++t) {
+          for (int64_t j = 0; j < kk; ++j) {
+            out.data<float>()[t * 2 * kk + j] =
+                static_cast<float>(ids_host.data<int32_t>()[t * kk + j]);
+            out.data<float>()[t * 2 * kk + kk + j] = w_host.data<float>()[t * kk + j];
+          }
+        }
+        return out;
+      };
       p.bytes = 4.0 * static_cast<double>(n * experts);
       break;
     }
@@ -390,7 +446,7 @@ Prepared prepare(Backend& be, const OpCase& c, uint64_t seed, bool meta = false)
     }
     case Op::kSample: {
       const int64_t n = d[0], vocab = d[1];
-      const bool greedy = d[2] == 0;
+      const auto mode = static_cast<SampleMode>(d[2]);
       Tensor logits = in.random(DType::kF32, {n, vocab}, -8.0f, 8.0f);
       std::vector<PenaltyEntry> penalties;
       for (int i = 0; i < 40; ++i) {
@@ -407,29 +463,44 @@ Prepared prepare(Backend& be, const OpCase& c, uint64_t seed, bool meta = false)
       std::vector<std::pair<int32_t, float>> bias = {{3, 5.0f}, {17, -100.0f}};
       std::vector<int32_t> masked = {1, 2};
       p.out = Tensor::empty_host(DType::kF32, {n, 2});
-      p.run = [&be, logits, n, greedy, penalties, bias, masked, out = p.out] {
+      p.run = [&be, logits, n, mode, penalties, bias, masked, out = p.out] {
         std::vector<SamplingRow> rows(static_cast<size_t>(n));
         for (size_t r = 0; r < rows.size(); ++r) {
           // Rows in reverse order, so the output's row r is the logits' row n - 1 - r.
-          const int64_t logits_row = n - 1 - static_cast<int64_t>(r);
-          rows[r].logits_row = logits_row;
-          rows[r].seed = 1234 + r;
-          rows[r].counter = 7;
-          if (greedy) continue;
-          rows[r] = {.logits_row = logits_row,
-                     .temperature = 0.8f,
-                     .top_k = 50,
-                     .top_p = 0.9f,
-                     .min_p = 0.05f,
-                     .repetition_penalty = 1.2f,
-                     .frequency_penalty = 0.5f,
-                     .presence_penalty = 0.3f,
-                     .seed = 1234 + r,
-                     .counter = 7,
-                     .n_top_logprobs = 5,
-                     .logit_bias = bias,
-                     .penalties = penalties,
-                     .masked = masked};
+          SamplingRow& row = rows[r];
+          row.logits_row = n - 1 - static_cast<int64_t>(r);
+          row.seed = 1234 + r;
+          row.counter = 7;
+          if (mode != SampleMode::kGreedy) row.temperature = 1.0f;
+          switch (mode) {
+            case SampleMode::kGreedy:
+            case SampleMode::kTemperature: break;
+            case SampleMode::kAll:
+              row.temperature = 0.8f;
+              row.top_k = 50;
+              row.top_p = 0.9f;
+              row.min_p = 0.05f;
+              row.repetition_penalty = 1.2f;
+              row.frequency_penalty = 0.5f;
+              row.presence_penalty = 0.3f;
+              row.n_top_logprobs = 5;
+              row.logit_bias = bias;
+              row.penalties = penalties;
+              row.masked = masked;
+              break;
+            case SampleMode::kTopK: row.top_k = 20; break;
+            case SampleMode::kTopP: row.top_p = 0.5f; break;
+            case SampleMode::kMinP: row.min_p = 0.3f; break;
+            case SampleMode::kPenalties:
+              row.repetition_penalty = 1.5f;
+              row.frequency_penalty = 1.0f;
+              row.presence_penalty = 2.0f;
+              row.penalties = penalties;
+              break;
+            case SampleMode::kBias: row.logit_bias = bias; break;
+            case SampleMode::kMask: row.masked = masked; break;
+            case SampleMode::kTopLogprobs: row.n_top_logprobs = 20; break;
+          }
         }
         const std::vector<StatusOr<SampledToken>> got = be.sample(logits, rows);
         for (size_t r = 0; r < rows.size(); ++r) {
@@ -527,6 +598,14 @@ std::vector<OpCase> backend_op_cases() {
   c.push_back(make(Op::kMlaAttention, DType::kF32, {3, 200, 16, 512, 64, 64, 9, 61}, kMlaTol));
   c.push_back(make(Op::kMlaAttention, DType::kBF16, {1, 77, 128, 512, 64, 64, 5}, kMlaTol));
   c.push_back(make(Op::kMoeGate, DType::kF32, {64, 256, 8, 8, 4}, 0));  // V3 routing
+  // Gating and sampling: exact agreement is expected (docs/cuda_backend.md).
+  for (int64_t n : {1, 17}) {
+    c.push_back(make(Op::kMoeGate, DType::kF32, {n, 256, 8, 8, 4, 0}, 0));
+    c.push_back(make(Op::kMoeGate, DType::kF32, {n, 64, 6, 1, 1, 1}, 0));  // V2-Lite
+  }
+  c.push_back(make(Op::kMoeGate, DType::kF32, {17, 160, 6, 8, 3, 2}, 0));  // V2
+  c.push_back(make(Op::kMoeGate, DType::kF32, {17, 256, 8, 8, 4, 3}, 0));  // V3, EP
+  c.push_back(make(Op::kMoeGate, DType::kF32, {17, 256, 8, 8, 4, 4}, 0));  // V3, ties
   for (int64_t n : {1, 16}) {
     c.push_back(make(Op::kMoeFfn, DType::kBF16, {n, 8, 6, 2048, 1408}, 8e-3));  // V2-Lite experts
   }
@@ -589,7 +668,14 @@ std::vector<OpCase> backend_op_cases() {
   c.push_back(make(Op::kRopeKvWrite, DType::kF32, {3, 576, 64, 2, 64}, kBf16Act, kBf16));
   c.push_back(make(Op::kAddRmsNorm, kBf16, {9, 512}, kBf16Act, kBf16));
   c.push_back(make(Op::kLogSoftmaxTopk, DType::kF32, {8, 129280, 20}, 1e-5));
+  for (int64_t k : {1, 20}) {
+    c.push_back(make(Op::kLogSoftmaxTopk, DType::kF32, {1, 102400, k}, 1e-5));  // V2's vocabulary
+  }
   for (int64_t mode : {0, 1}) c.push_back(make(Op::kSample, DType::kF32, {8, 129280, mode}, 1e-6));
+  // One feature at a time (a token mismatch is an error of at least 1 / vocab > 1e-6).
+  for (int64_t mode = 2; mode <= 9; ++mode) {
+    c.push_back(make(Op::kSample, DType::kF32, {4, 102400, mode}, 1e-6));
+  }
   return c;
 }
 
@@ -600,6 +686,7 @@ OpResult run_op_case(Backend& be, const OpCase& c, uint64_t seed, bool run) {
   }
   Prepared p = prepare(be, c, seed);
   p.run();
+  if (p.combined_out) return {to_f32_vector(p.combined_out()), p.bytes, p.flops};
   Tensor host = Tensor::empty_host(p.out.dtype(), p.out.shape());
   be.copy(p.out, host);
   be.synchronize();

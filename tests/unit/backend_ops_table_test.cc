@@ -71,7 +71,7 @@ TEST(BackendOpsTableTest, FusedOpsMatchTheirDefaultCompositions) {
     EXPECT_LE(max_rel_error(fused.out, parts.out), c.tolerance);
     ++ran;
   }
-  EXPECT_EQ(ran, 24);
+  EXPECT_EQ(ran, 34);
 }
 
 // The BF16-activation cases on a backend with BF16 activations (the CPU's ops,

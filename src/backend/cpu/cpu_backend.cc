@@ -391,7 +391,11 @@ void CpuBackend::moe_gate(const Tensor& logits, const Tensor& bias, const GatePa
         scores[e] = static_cast<float>(std::exp(static_cast<double>(l[e] - mx)) / sum);
       }
     } else {
-      for (int64_t e = 0; e < n_experts; ++e) scores[e] = 1.0f / (1.0f + std::exp(-l[e]));
+      // In double, rounded once: a GPU's expf and glibc's differ in the last bit, their
+      // double exps (almost) never do after the rounding.
+      for (int64_t e = 0; e < n_experts; ++e) {
+        scores[e] = static_cast<float>(1.0 / (1.0 + std::exp(-static_cast<double>(l[e]))));
+      }
     }
     // The bias steers which experts are chosen, never how much they weigh.
     std::vector<float> choice = scores;
@@ -416,8 +420,9 @@ void CpuBackend::moe_gate(const Tensor& logits, const Tensor& bias, const GatePa
     }
     std::vector<int> experts(static_cast<size_t>(n_experts));
     std::iota(experts.begin(), experts.end(), 0);
-    std::partial_sort(experts.begin(), experts.begin() + k, experts.end(),
-                      [&](int x, int y) { return choice[x] > choice[y]; });
+    std::partial_sort(experts.begin(), experts.begin() + k, experts.end(), [&](int x, int y) {
+      return choice[x] > choice[y] || (choice[x] == choice[y] && x < y);
+    });
     int32_t* ids = row<int32_t>(topk_ids, t);
     float* w = row<float>(topk_weights, t);
     double sum = 0.0;

@@ -47,7 +47,7 @@ int cuda_device_count() {
 
 StatusOr<std::unique_ptr<Backend>> create_cuda_backend(double /*memory_fraction*/) {
   return absl::FailedPreconditionError(
-      "the CUDA backend does not implement the GEMM and MoE ops yet; use --backend cpu");
+      "the CUDA backend has not run a whole model yet; use --backend cpu");
 }
 
 StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::create(int device, const CudaOptions& options) {
@@ -154,13 +154,6 @@ void CudaBackend::synchronize() {
   MS_CUDA_CHECK(cudaStreamSynchronize(stream_->get()));
 }
 
-// ---- ops without kernels yet --------------------------------------------------------
-
-void CudaBackend::moe_gate(const Tensor&, const Tensor&, const GateParams&, const Tensor&,
-                           const Tensor&) {
-  not_implemented("moe_gate");
-}
-
 bool CudaBackend::supports(Op op, DType dtype) const {
   switch (op) {
     case Op::kGatherRows:
@@ -173,8 +166,10 @@ bool CudaBackend::supports(Op op, DType dtype) const {
     case Op::kRopeKvWrite:
     case Op::kMlaAttention: return dtype == DType::kF32 || dtype == DType::kBF16;
     case Op::kAdd:
-    case Op::kSiluMul:
-    case Op::kLogSoftmaxTopk:  // the default compositions, on a host copy of the logits
+    case Op::kSiluMul: return dtype == DType::kF32;
+    // Gating and sampling (cuda_gate.cc, cuda_sampling.cc).
+    case Op::kMoeGate:
+    case Op::kLogSoftmaxTopk:
     case Op::kSample: return dtype == DType::kF32;
     case Op::kLinear:
     case Op::kHeadLinear:

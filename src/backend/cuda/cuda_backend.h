@@ -1,10 +1,11 @@
 // The CUDA backend: device memory, one stream, copies, and op launches into
 // kernels/. Every op is tested against the CPU backend (tests/gpu/).
 //
-// The elementwise ops, norms, rope, the KV-cache writes, MLA attention and the
-// GEMM-shaped ops (linear, head_linear, gate_up_silu, moe_ffn) have kernels;
-// the other ops abort. Until they exist, create_cuda_backend() refuses to build
-// one, so no user path can reach them; tests construct CudaBackend directly.
+// Every op has a kernel: the elementwise ops, norms, rope, the KV-cache writes, MLA
+// attention, the GEMM-shaped ops (linear, head_linear, gate_up_silu, moe_ffn), gating and
+// sampling (moe_gate, log_softmax_topk, sample). No whole model has run on this backend
+// yet, so create_cuda_backend() still refuses to build one and no user path can reach it;
+// tests construct CudaBackend directly.
 //
 // This header includes no CUDA headers, so plain C++ code (backend.cc, tests)
 // can use it.
@@ -24,7 +25,7 @@ namespace moeserve {
 int cuda_device_count();
 
 // The backend for `create_backend("cuda"/"auto")`. For now always
-// FailedPrecondition: the MoE gating and sampling ops have no kernels yet.
+// FailedPrecondition: no whole model has run on the CUDA backend yet.
 StatusOr<std::unique_ptr<Backend>> create_cuda_backend(double memory_fraction);
 
 class CudaStream;    // RAII cudaStream_t (cuda_internal.h)
@@ -51,7 +52,7 @@ class CudaBackend final : public Backend {
 
   std::string name() const override { return "cuda"; }
   Device device() const override { return Device::kCuda; }
-  // moe_gate is not implemented yet (issue #5).
+  // Every op has a kernel, but no whole model has run on this backend yet (issue #5).
   bool runs_models() const override { return false; }
   // Per op: the weight / table / cache dtypes it runs with (cuda_backend.cc).
   bool supports(Op op, DType dtype) const override;
@@ -76,6 +77,13 @@ class CudaBackend final : public Backend {
                     const Tensor& out) override;
   void add(const Tensor& a, const Tensor& b, const Tensor& out) override;
   void silu_mul(const Tensor& gate_up, const Tensor& out) override;
+
+  // Gating and sampling (cuda_gate.cc, cuda_sampling.cc; docs/cuda_backend.md).
+  void moe_gate(const Tensor& logits, const Tensor& bias, const GateParams& params,
+                const Tensor& topk_ids, const Tensor& topk_weights) override;
+  void log_softmax_topk(const Tensor& logits, const Tensor& ids, const Tensor& logprobs) override;
+  std::vector<StatusOr<SampledToken>> sample(const Tensor& logits,
+                                             std::span<const SamplingRow> rows) override;
 
   // Attention, RoPE and the KV cache (cuda_attention.cc). Activations F32 or BF16; the cache
   // F32 or BF16; mla_attention needs DeepSeek's latent 512 and rope 64.
@@ -106,10 +114,6 @@ class CudaBackend final : public Backend {
   void moe_ffn(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_weights,
                const Tensor& w_gate_up, const Tensor& w_down, const Tensor& out) override;
 
-  // Not implemented yet: abort with a message.
-  void moe_gate(const Tensor& logits, const Tensor& bias, const GateParams& params,
-                const Tensor& topk_ids, const Tensor& topk_weights) override;
-
  private:
   CudaBackend(int device, std::shared_ptr<CudaStream> stream, std::shared_ptr<DevicePool> pool);
 
@@ -126,6 +130,14 @@ class CudaBackend final : public Backend {
   Tensor workspace_;                        // [bytes] I8, see workspace(); shared by all ops
   int n_sms_ = 0;                           // 0 until first asked
   std::shared_ptr<CublasLtGemm> cublaslt_;  // created by the first large BF16 linear
+
+  // Gating and sampling (cuda_sampling.cc): sample() packs its rows into staging_ and uploads
+  // them through pinned sample_upload_ in one copy; results come back in one copy through
+  // pinned sample_download_. Both only grow.
+  unsigned char* pinned(Tensor& buffer, size_t n_bytes);
+  std::vector<unsigned char> staging_;
+  Tensor sample_upload_;
+  Tensor sample_download_;
 };
 
 }  // namespace moeserve

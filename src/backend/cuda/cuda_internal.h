@@ -118,10 +118,5 @@ inline void check_vector(const Tensor& t, DType want, int64_t n, const char* op,
            std::string(dtype_name(want)), "[", n, "] on CUDA");
 }
 
-[[noreturn]] inline void not_implemented(const char* op) {
-  MS_CHECK(false, "CudaBackend::", op, " is not implemented yet (issue: CUDA backend)");
-  std::abort();  // unreachable: MS_CHECK(false) aborts
-}
-
 }  // namespace cuda_detail
 }  // namespace moeserve
