@@ -44,6 +44,10 @@ Tensor Backend::prepare_weight(const Tensor& host) {
   return dev;
 }
 
+int64_t Backend::prepared_bytes(const Tensor& host) const {
+  return host.n_bytes() + (host.block_scales() != nullptr ? host.block_scales()->n_bytes() : 0);
+}
+
 void Backend::add_rms_norm(const Tensor& residual, const Tensor& x, const Tensor& weight, float eps,
                            const Tensor& out) {
   add(residual, x, residual);

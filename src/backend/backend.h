@@ -128,6 +128,9 @@ class Backend {
   // memory; a host backend uses it as it is, so the mapped checkpoint is the
   // weight memory and nothing is copied.
   virtual Tensor prepare_weight(const Tensor& host);
+  // The backend bytes prepare_weight(host) takes, block scales included: what
+  // the memory plan counts before anything is loaded.
+  virtual int64_t prepared_bytes(const Tensor& host) const;
 
   // ---- ops ----------------------------------------------------------------------
   // out[i, :] = src[indices[i], :]. src: [n_rows, d] (any weight dtype);

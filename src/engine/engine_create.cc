@@ -118,7 +118,7 @@ StatusOr<std::unique_ptr<Engine>> create_engine(const EngineConfig& config, Step
   }
 
   // Everything that will be allocated, checked against the limit before any of it is.
-  ASSIGN_OR_RETURN(const WeightBytes planned, plan_deepseek_weights(mc, checkpoint));
+  ASSIGN_OR_RETURN(const WeightBytes planned, plan_deepseek_weights(mc, checkpoint, backend.get()));
   MemoryUsage& mem = info.memory;
   mem.weights = planned.total();
   mem.activations = DeepseekV2Model::activation_bytes(mc, config.max_num_batched_tokens,

@@ -64,9 +64,12 @@ struct Source {
 // plans: tensors carry shapes and dtypes but no memory, nothing is read.
 class Loader {
  public:
+  // `sizer`, when planning: the backend the weights are planned for, which says
+  // what each prepared weight will take (a device backend may store it in
+  // another dtype).
   Loader(const ModelConfig& config, const Checkpoint& ckpt, Backend* backend,
-         const LoadProgress& progress)
-      : config_(config), ckpt_(ckpt), backend_(backend), progress_(progress) {
+         const LoadProgress& progress, const Backend* sizer = nullptr)
+      : config_(config), ckpt_(ckpt), backend_(backend), sizer_(sizer), progress_(progress) {
     if (backend_ != nullptr) {
       const int hw = static_cast<int>(std::thread::hardware_concurrency());
       pool_ = std::make_unique<ThreadPool>(std::clamp(hw, 1, 8));
@@ -170,13 +173,31 @@ class Loader {
     (mapped ? bytes_.mapped : bytes_.repacked) += n;
   }
 
+  // A weight a device backend holds: what it prepared, or plans to.
+  void account_device(const Tensor& t) {
+    if (planning()) {
+      bytes_.by_dtype[t.dtype()] += sizer_->prepared_bytes(t);
+      bytes_.repacked += sizer_->prepared_bytes(t);
+      return;
+    }
+    account(t, false);
+    if (t.block_scales() != nullptr) account(*t.block_scales(), false);
+  }
+  bool on_device() const {
+    const Backend* b = planning() ? sizer_ : backend_;
+    return b != nullptr && b->device() != Device::kCpu;
+  }
+
   // A source used as it is: its pages (and its scales', when in the file) are the weight.
   Tensor keep_mapped(const Source& s) {
-    if (!planning() && backend_->device() != Device::kCpu) {
+    if (on_device()) {
       // Uploaded: the host pages were only a staging copy.
+      if (planning()) {
+        account_device(s.t);
+        return s.t;
+      }
       Tensor dev = backend_->prepare_weight(s.t);
-      account(s.t, false);
-      if (s.t.block_scales() != nullptr) account(*s.t.block_scales(), false);
+      account_device(dev);
       ckpt_.release(s.name);
       advance(s.t.n_bytes());
       return dev;
@@ -192,6 +213,15 @@ class Loader {
 
   // A weight in a buffer of its own.
   Tensor keep_repacked(const Tensor& t) {
+    if (on_device()) {
+      if (planning()) {
+        account_device(t);
+        return t;
+      }
+      Tensor dev = backend_->prepare_weight(t);
+      account_device(dev);
+      return dev;
+    }
     account(t, false);
     if (t.block_scales() != nullptr) account(*t.block_scales(), false);
     return planning() ? t : backend_->prepare_weight(t);
@@ -213,6 +243,7 @@ class Loader {
   const ModelConfig& config_;
   const Checkpoint& ckpt_;
   Backend* backend_;
+  const Backend* sizer_;
   LoadProgress progress_;
   std::unique_ptr<ThreadPool> pool_;
   WeightBytes bytes_;
@@ -440,9 +471,9 @@ std::string WeightBytes::describe() const {
                       format_bytes(repacked), " repacked)");
 }
 
-StatusOr<WeightBytes> plan_deepseek_weights(const ModelConfig& config,
-                                            const Checkpoint& checkpoint) {
-  Loader ld(config, checkpoint, nullptr, {});
+StatusOr<WeightBytes> plan_deepseek_weights(const ModelConfig& config, const Checkpoint& checkpoint,
+                                            const Backend* backend) {
+  Loader ld(config, checkpoint, nullptr, {}, backend);
   RETURN_IF_ERROR(read_weights(config, ld).status());
   WeightBytes bytes = ld.bytes();
   bytes.checkpoint = ld.n_read();
@@ -452,7 +483,7 @@ StatusOr<WeightBytes> plan_deepseek_weights(const ModelConfig& config,
 StatusOr<DeepseekWeights> load_deepseek_weights(const ModelConfig& config,
                                                 const Checkpoint& checkpoint, Backend& backend,
                                                 const LoadProgress& progress) {
-  ASSIGN_OR_RETURN(const WeightBytes plan, plan_deepseek_weights(config, checkpoint));
+  ASSIGN_OR_RETURN(const WeightBytes plan, plan_deepseek_weights(config, checkpoint, &backend));
   Loader ld(config, checkpoint, &backend, progress);
   ld.set_total(plan.checkpoint);
   ASSIGN_OR_RETURN(DeepseekWeights w, read_weights(config, ld));

@@ -79,8 +79,10 @@ StatusOr<DeepseekWeights> load_deepseek_weights(const ModelConfig& config,
 
 // What load_deepseek_weights would prepare, from the checkpoint's headers and
 // shapes alone: no weight byte is read and nothing is allocated. The same
-// validation runs, so a checkpoint that would fail to load fails here.
-StatusOr<WeightBytes> plan_deepseek_weights(const ModelConfig& config,
-                                            const Checkpoint& checkpoint);
+// validation runs, so a checkpoint that would fail to load fails here. With
+// `backend`, the bytes are those it will hold (Backend::prepared_bytes): a
+// device backend uploads every weight and may store it in another dtype.
+StatusOr<WeightBytes> plan_deepseek_weights(const ModelConfig& config, const Checkpoint& checkpoint,
+                                            const Backend* backend = nullptr);
 
 }  // namespace moeserve

@@ -5,8 +5,10 @@
 #include <cstring>
 #include <optional>
 #include <utility>
+#include <vector>
 
 #include "backend/cuda/cuda_internal.h"
+#include "common/dtype.h"
 #include "common/logging.h"
 #include "common/process_memory.h"
 #include "common/range_allocator.h"
@@ -107,6 +109,31 @@ Tensor CudaBackend::alloc(DType dtype, std::vector<int64_t> shape) {
       pool_->base() + *offset, n_bytes, Device::kCuda,
       [pool = pool_, offset = *offset](void*) { pool->ranges().free(offset); });
   return Tensor(std::move(buffer), dtype, std::move(shape));
+}
+
+namespace {
+
+bool stored_as_bf16(const Tensor& host) {
+  return host.dtype() == DType::kFP8E4M3 || (host.dtype() == DType::kF32 && host.ndim() >= 2);
+}
+
+}  // namespace
+
+Tensor CudaBackend::prepare_weight(const Tensor& host) {
+  if (!stored_as_bf16(host)) return Backend::prepare_weight(host);
+  const std::vector<float> values = to_f32_vector(host);  // FP8: its block scales applied
+  Tensor narrow = alloc_staging(DType::kBF16, host.shape());
+  auto* bits = narrow.data<uint16_t>();
+  for (size_t i = 0; i < values.size(); ++i) bits[i] = f32_to_bf16(values[i]);
+  Tensor dev = alloc(DType::kBF16, host.shape());
+  copy(narrow, dev);
+  synchronize();  // the staging buffer goes when this returns
+  return dev;
+}
+
+int64_t CudaBackend::prepared_bytes(const Tensor& host) const {
+  return stored_as_bf16(host) ? dtype_bytes(DType::kBF16, host.numel())
+                              : Backend::prepared_bytes(host);
 }
 
 int64_t CudaBackend::device_memory_capacity() const { return pool_->ranges().capacity(); }

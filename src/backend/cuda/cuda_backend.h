@@ -54,6 +54,11 @@ class CudaBackend final : public Backend {
   Device device() const override { return Device::kCuda; }
   // Every op has a kernel, but no whole model has run on this backend yet (issue #5).
   bool runs_models() const override { return false; }
+  // Every op takes each activation tensor as F32 or BF16; models run BF16 by default.
+  bool supports_activation_dtype(DType dtype) const override {
+    return dtype == DType::kF32 || dtype == DType::kBF16;
+  }
+  DType default_activation_dtype() const override { return DType::kBF16; }
   // Per op: the weight / table / cache dtypes it runs with (cuda_backend.cc).
   bool supports(Op op, DType dtype) const override;
 
@@ -66,6 +71,11 @@ class CudaBackend final : public Backend {
   int64_t device_memory_used() const override;
   // Pinned host memory (cudaMallocHost).
   Tensor alloc_staging(DType dtype, std::vector<int64_t> shape) override;
+  // The GEMM kernels read 16-bit weights, so F32 matrices are rounded to BF16 and FP8
+  // block-scaled ones dequantized to BF16 at load (FP8 kernels are the quantization issue's);
+  // vectors (norm weights, biases) and 16-bit weights are uploaded as they are.
+  Tensor prepare_weight(const Tensor& host) override;
+  int64_t prepared_bytes(const Tensor& host) const override;
   // H2D and D2D are asynchronous; D2H waits, so the host sees the data on return.
   void copy(const Tensor& src, const Tensor& dst) override;
   void synchronize() override;
