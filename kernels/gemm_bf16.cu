@@ -108,7 +108,23 @@ __device__ __forceinline__ void store_pair(void* row, ElemType type, int col, in
   }
 }
 
-template <GemmTile kTile, bool kXF32, bool kWF16>
+// 16 bytes of `elems` elements of src into dst, zeros past element `valid` (of 0..elems): one
+// cp.async when the chunk is whole and src 16-byte aligned, else element by element through
+// registers (plain shared stores, which land before the barrier that publishes the stage).
+template <typename T>
+__device__ __forceinline__ void copy_chunk_any(T* dst, const T* src, int valid) {
+  constexpr int kElems = 16 / static_cast<int>(sizeof(T));
+  if (valid >= kElems && (reinterpret_cast<uintptr_t>(src) & 15) == 0) {
+    simt::cp_async<16, simt::CacheOp::kCg>(dst, src, 16);
+    return;
+  }
+  for (int e = 0; e < kElems; ++e) dst[e] = e < valid ? src[e] : T{0};
+}
+
+// kAligned: every chunk of x and w is 16-byte aligned and k a multiple of 8 (launch_gemm
+// checks), so tiles move in 16-byte cp.async copies only; otherwise chunks that are partial
+// (the k tail) or unaligned (odd k or strides) are copied element by element.
+template <GemmTile kTile, bool kXF32, bool kWF16, bool kAligned>
 __global__ void __launch_bounds__(Layout<kTile, kXF32>::kThreads)
     gemm_kernel(const KernelParams kp) {
   using C = Cfg<kTile>;
@@ -183,15 +199,26 @@ __global__ void __launch_bounds__(Layout<kTile, kXF32>::kThreads)
     const int k0 = kt * kBK;
     XT* as = a_smem + stage * L::kAStage;
     uint16_t* bs = b_smem + stage * L::kBStage;
-    for (int i = 0; i < L::kAPerThread; ++i) {
-      const bool ok = a_src[i] != nullptr && k0 + a_col[i] < p.k;
-      simt::cp_async<16, simt::CacheOp::kCg>(as + a_dst[i], ok ? a_src[i] + k0 + a_col[i] : x,
-                                             ok ? 16 : 0);
-    }
-    for (int i = 0; i < L::kBPerThread; ++i) {
-      const bool ok = b_src[i] != nullptr && k0 + b_col[i] < p.k;
-      simt::cp_async<16, simt::CacheOp::kCg>(bs + b_dst[i], ok ? b_src[i] + k0 + b_col[i] : w,
-                                             ok ? 16 : 0);
+    if constexpr (kAligned) {
+      for (int i = 0; i < L::kAPerThread; ++i) {
+        const bool ok = a_src[i] != nullptr && k0 + a_col[i] < p.k;
+        simt::cp_async<16, simt::CacheOp::kCg>(as + a_dst[i], ok ? a_src[i] + k0 + a_col[i] : x,
+                                               ok ? 16 : 0);
+      }
+      for (int i = 0; i < L::kBPerThread; ++i) {
+        const bool ok = b_src[i] != nullptr && k0 + b_col[i] < p.k;
+        simt::cp_async<16, simt::CacheOp::kCg>(bs + b_dst[i], ok ? b_src[i] + k0 + b_col[i] : w,
+                                               ok ? 16 : 0);
+      }
+    } else {
+      for (int i = 0; i < L::kAPerThread; ++i) {
+        const int valid = a_src[i] != nullptr ? p.k - (k0 + a_col[i]) : 0;
+        copy_chunk_any(as + a_dst[i], valid > 0 ? a_src[i] + k0 + a_col[i] : x, valid);
+      }
+      for (int i = 0; i < L::kBPerThread; ++i) {
+        const int valid = b_src[i] != nullptr ? p.k - (k0 + b_col[i]) : 0;
+        copy_chunk_any(bs + b_dst[i], valid > 0 ? b_src[i] + k0 + b_col[i] : w, valid);
+      }
     }
   };
   // Shared row of the warp's n8 tile nt: the first half of its tiles are gate-side rows, the
@@ -347,7 +374,7 @@ __global__ void __launch_bounds__(kReduceThreads) gemm_reduce_kernel(const Kerne
   }
 }
 
-template <GemmTile kTile, bool kXF32, bool kWF16>
+template <GemmTile kTile, bool kXF32, bool kWF16, bool kAligned>
 cudaError_t launch_tile(const KernelParams& kp, dim3 grid, cudaStream_t stream) {
   using L = Layout<kTile, kXF32>;
   return simt::launch({.kernel_name = "gemm_kernel",
@@ -355,19 +382,25 @@ cudaError_t launch_tile(const KernelParams& kp, dim3 grid, cudaStream_t stream) 
                        .block = dim3(L::kThreads),
                        .dynamic_smem_bytes = L::kSmemBytes,
                        .stream = stream},
-                      gemm_kernel<kTile, kXF32, kWF16>, kp)
+                      gemm_kernel<kTile, kXF32, kWF16, kAligned>, kp)
       .code;
 }
 
-template <GemmTile kTile>
+template <GemmTile kTile, bool kAligned>
 cudaError_t launch_dtypes(const KernelParams& kp, dim3 grid, cudaStream_t stream) {
   const bool xf32 = kp.p.x_type == ElemType::kF32, wf16 = kp.p.w_type == ElemType::kF16;
   if (xf32) {
-    return wf16 ? launch_tile<kTile, true, true>(kp, grid, stream)
-                : launch_tile<kTile, true, false>(kp, grid, stream);
+    return wf16 ? launch_tile<kTile, true, true, kAligned>(kp, grid, stream)
+                : launch_tile<kTile, true, false, kAligned>(kp, grid, stream);
   }
-  return wf16 ? launch_tile<kTile, false, true>(kp, grid, stream)
-              : launch_tile<kTile, false, false>(kp, grid, stream);
+  return wf16 ? launch_tile<kTile, false, true, kAligned>(kp, grid, stream)
+              : launch_tile<kTile, false, false, kAligned>(kp, grid, stream);
+}
+
+template <GemmTile kTile>
+cudaError_t launch_layout(const KernelParams& kp, bool aligned, dim3 grid, cudaStream_t stream) {
+  return aligned ? launch_dtypes<kTile, true>(kp, grid, stream)
+                 : launch_dtypes<kTile, false>(kp, grid, stream);
 }
 
 bool aligned16(const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15) == 0; }
@@ -375,6 +408,13 @@ bool aligned16(const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15)
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 }  // namespace
+
+bool gemm_aligned(const GemmParams& p) {
+  const int64_t x_elems = p.x_type == ElemType::kF32 ? 4 : 8;  // elements per 16 bytes
+  return p.k % 8 == 0 && p.x_row_stride % x_elems == 0 && p.x_batch_stride % x_elems == 0 &&
+         p.w_row_stride % 8 == 0 && p.w_batch_stride % 8 == 0 && p.groups.w_group_stride % 8 == 0 &&
+         aligned16(p.x) && aligned16(p.w);
+}
 
 GemmTileShape gemm_tile_shape(GemmTile tile) {
   if (tile == GemmTile::kSkinny) {
@@ -415,14 +455,10 @@ cudaError_t launch_gemm(const GemmParams& p, const GemmPlan& plan, cudaStream_t 
   const bool types_ok = (p.x_type == ElemType::kF32 || p.x_type == ElemType::kBF16) &&
                         (p.w_type == ElemType::kBF16 || p.w_type == ElemType::kF16) &&
                         (p.out_type == ElemType::kF32 || p.out_type == ElemType::kBF16);
-  const bool layout_ok = p.k % 8 == 0 && p.x_row_stride % 8 == 0 && p.w_row_stride % 8 == 0 &&
-                         p.x_batch_stride % 8 == 0 && p.w_batch_stride % 8 == 0 &&
-                         p.groups.w_group_stride % 8 == 0 && aligned16(p.x) && aligned16(p.w) &&
-                         (!p.gated || p.m % 2 == 0);
   const bool split_ok =
       plan.k_splits >= 1 && plan.k_tiles_per_split >= 1 &&
       (plan.k_splits == 1 || (p.partials != nullptr && p.groups.tile_group == nullptr));
-  if (!types_ok || !layout_ok || !split_ok) return cudaErrorInvalidValue;
+  if (!types_ok || !split_ok || (p.gated && p.m % 2 != 0)) return cudaErrorInvalidValue;
   const GemmTileShape s = gemm_tile_shape(plan.tile);
   const int64_t grid_x = p.gated ? ceil_div(p.m / 2, s.block_n / 2) : ceil_div(p.m, s.block_n);
   const int64_t grid_y =
@@ -433,9 +469,10 @@ cudaError_t launch_gemm(const GemmParams& p, const GemmPlan& plan, cudaStream_t 
   const KernelParams kp{p, plan.k_splits, plan.k_tiles_per_split};
   const dim3 grid(static_cast<unsigned>(grid_x), static_cast<unsigned>(grid_y),
                   static_cast<unsigned>(grid_z));
+  const bool aligned = gemm_aligned(p);
   const cudaError_t e = plan.tile == GemmTile::kSkinny
-                            ? launch_dtypes<GemmTile::kSkinny>(kp, grid, stream)
-                            : launch_dtypes<GemmTile::kLarge>(kp, grid, stream);
+                            ? launch_layout<GemmTile::kSkinny>(kp, aligned, grid, stream)
+                            : launch_layout<GemmTile::kLarge>(kp, aligned, grid, stream);
   if (e != cudaSuccess || plan.k_splits == 1) return e;
   const int64_t n_cols = p.gated ? p.m / 2 : p.m;
   return simt::launch({.kernel_name = "gemm_reduce_kernel",

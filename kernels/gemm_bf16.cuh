@@ -20,9 +20,11 @@
 // is chosen per row tile by a device-side tile table (moe_ffn.cuh builds it), and out rows
 // may be scattered through out_rows; the host never reads the table.
 //
-// Requirements (the host checks them): k, the x/w row strides, and the batch/expert strides
-// multiples of 8 elements; x, w 16-byte aligned; out rows 4-byte aligned (pairs are stored
-// when 8-byte aligned).
+// Any k and strides: when k is a multiple of 8 and every x and w row starts 16-byte aligned
+// (gemm_aligned), tiles move in 16-byte cp.async copies only; otherwise a predicated instance
+// copies the chunks that are partial (the k tail) or unaligned element by element, zeros past
+// k (the tiny test models' widths, e.g. o_proj's k = 3 heads × 20). Out elements are stored
+// in pairs where 8-byte (F32) or 4-byte (BF16) aligned, else one by one.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -91,6 +93,10 @@ struct GemmParams {
   // plan.k_splits == 1.
   float* partials = nullptr;
 };
+
+// Whether every x and w chunk of the product is 16-byte aligned and whole (k a multiple of 8,
+// the strides multiples of 16 bytes, x and w 16-byte aligned): the 16-byte copy path.
+bool gemm_aligned(const GemmParams& p);
 
 // Bytes of `partials` the plan needs (0 without split-K).
 size_t gemm_workspace_bytes(const GemmParams& p, const GemmPlan& plan);

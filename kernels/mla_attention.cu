@@ -9,34 +9,70 @@
 namespace moeserve::kernels {
 namespace {
 
-constexpr int kD = kMlaLatent + kMlaRope;  // score width: a whole cache row
-constexpr int kChunks = kD / 8;            // 16-byte BF16 chunks per row
-constexpr int kRow = kD + 8;         // smem row of Q and K in BF16: 1168 bytes, an odd number of
-                                     // 16-byte units, so ldmatrix's 8 rows hit 8 different banks
-constexpr int kTileN = 32;           // cache positions per pipeline stage
-constexpr int kSRow = kTileN + 8;    // smem row of the partial scores (F32) and of P (BF16)
-constexpr int kQuarters = 4;         // warps per 16-row m-tile: each owns a quarter of the score
-                                     // width (144) and of the output width (128)
-constexpr int kQk = kD / kQuarters;  // 144: 9 k-steps of 16
-constexpr int kPv = kMlaLatent / kQuarters;  // 128: 16 n-tiles of 8
-constexpr int kMergeRows = 4;                // (token, head) rows per merge CTA, a warp each
+constexpr int kTileN = 32;         // cache positions per pipeline stage
+constexpr int kSRow = kTileN + 8;  // smem row of the partial scores (F32) and of P (BF16)
+constexpr int kQuarters = 4;       // warps per 16-row m-tile: each owns a quarter of the score
+                                   // width's k-steps and of the output's 16-column pairs
+constexpr int kMaxKSteps = (kMlaMaxLatent + kMlaMaxRope) / 16 / kQuarters;  // 9 per warp
+constexpr int kMaxPairs = kMlaMaxLatent / 16 / kQuarters;  // 8 pairs of n8 tiles per warp
+constexpr int kMaxPitch = kMlaMaxLatent + kMlaMaxRope + 8;
+constexpr int kMergeRows = 4;  // (token, head) rows per merge CTA, a warp each
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kNegInf = -INFINITY;
 constexpr int kRowPad = -1;  // row_pos of a row outside the current run: no output
 constexpr int kRowBad = -2;  // row_pos of a token whose position is beyond its block table
 
-// Shared memory of a CTA with kM query rows, carved from the dynamic allocation.
-template <int kM>
-struct Smem {
-  static constexpr size_t kQBytes = size_t{kM} * kRow * 2;
-  static constexpr size_t kKvBytes = size_t{2} * kTileN * kRow * 2;
-  static constexpr size_t kSBytes = size_t{kQuarters} * kM * kSRow * 4;
-  static constexpr size_t kPBytes = size_t{kM} * kSRow * 2;
-  static constexpr size_t kRowBytes = size_t{kM} * 4;
-  static constexpr size_t kTotal = kQBytes + kKvBytes + kSBytes + kPBytes + 4 * kRowBytes;
+// The widths an instance runs. kFixed: DeepSeek's latent 512 + rope 64 as constants (the fast
+// path: every bound below folds); otherwise any supported pair, read from the params. The
+// score width `cols` is a cache row with its rope part zero-padded to a multiple of 16 (the
+// mma k-step). Shared rows of Q and K are `pitch` = cols + 8 elements, an odd number of
+// 16-byte units, so ldmatrix's 8 rows hit 8 different banks. Each of a 16-row m-tile's 4 warps
+// takes `k_steps` 16-wide k-steps of the scores and `pairs` 16-column pairs of the output.
+template <bool kFixed>
+struct Widths;
+template <>
+struct Widths<true> {
+  static constexpr int latent = kMlaMaxLatent, rope = kMlaMaxRope;
+  static constexpr int row = latent + rope;  // elements of a cache row
+  static constexpr int cols = row;           // 576: 36 k-steps, 9 per warp
+  static constexpr int pitch = kMaxPitch;    // 1168 bytes
+  static constexpr int k_steps = kMaxKSteps;
+  static constexpr int pairs = kMaxPairs;  // 128 output columns per warp
+  __host__ __device__ explicit Widths(const MlaAttentionParams&) {}
 };
+template <>
+struct Widths<false> {
+  int latent, rope, row, cols, pitch, k_steps, pairs;
+  __host__ __device__ explicit Widths(const MlaAttentionParams& p)
+      : latent(p.latent),
+        rope(p.rope),
+        row(p.latent + p.rope),
+        cols(p.latent + (p.rope + 15) / 16 * 16),
+        pitch(cols + 8),
+        k_steps((cols / 16 + kQuarters - 1) / kQuarters),
+        pairs((p.latent / 16 + kQuarters - 1) / kQuarters) {}
+};
+
+// Byte offsets of the shared memory of a CTA with m query rows and shared rows of `pitch`.
+struct SmemLayout {
+  size_t kv;     // [2][kTileN][pitch] BF16 cache rows (Q [m][pitch] BF16 is at 0)
+  size_t s;      // [4][m][kSRow] F32 partial scores
+  size_t p;      // [m][kSRow] BF16 softmax weights
+  size_t rows;   // [4][m] per-row values (alpha, l, m, last position)
+  size_t total;  // bytes
+};
+__host__ __device__ constexpr SmemLayout smem_layout(int m, int pitch) {
+  SmemLayout l{};
+  l.kv = size_t(m) * pitch * 2;
+  l.s = l.kv + size_t{2} * kTileN * pitch * 2;
+  l.p = l.s + size_t{kQuarters} * m * kSRow * 4;
+  l.rows = l.p + size_t(m) * kSRow * 2;
+  l.total = l.rows + size_t{4} * m * 4;
+  return l;
+}
 // sm_90's opt-in limit per block; two 16-row CTAs must also share an SM's 228 KiB.
-static_assert(Smem<64>::kTotal <= 227 * 1024 && 2 * (Smem<16>::kTotal + 1024) <= 228 * 1024);
+static_assert(smem_layout(64, kMaxPitch).total <= 227 * 1024 &&
+              2 * (smem_layout(16, kMaxPitch).total + 1024) <= 228 * 1024);
 
 // What both kernels take: the op's parameters and the plan they were cut by.
 struct MlaArgs {
@@ -56,57 +92,74 @@ __device__ __forceinline__ int64_t cache_row_index(const MlaAttentionParams& p,
 }
 
 // Stages cache positions [tile_begin, tile_begin + kTileN) as BF16 rows; positions at or past
-// kv_end (and rows of invalid blocks) become zeros, so that P = 0 meets finite V. BF16 rows
-// are copied with cp.async (the caller commits and waits); F32 rows are converted through
-// registers, loaded in batches so several loads are in flight.
-template <int kThreads>
-__device__ __forceinline__ void stage_tile(const MlaAttentionParams& p, const int32_t* table,
-                                           int tile_begin, int kv_end, uint16_t* dst) {
-  constexpr int kTotal = kTileN * kChunks;
-  constexpr int kPerThread = (kTotal + kThreads - 1) / kThreads;
+// kv_end (and rows of invalid blocks) become zeros, so that P = 0 meets finite V, and so does
+// the rope padding past a cache row's end. BF16 rows are copied with cp.async (the caller
+// commits and waits); F32 rows are converted through registers, loaded in batches so several
+// loads are in flight.
+template <int kThreads, class W>
+__device__ __forceinline__ void stage_tile(const MlaAttentionParams& p, const W& w,
+                                           const int32_t* table, int tile_begin, int kv_end,
+                                           uint16_t* dst) {
+  const int chunks = w.cols / 8;  // 16-byte BF16 chunks per shared row
+  const int total = kTileN * chunks;
+  const int per_thread = (total + kThreads - 1) / kThreads;
   const int tid = static_cast<int>(threadIdx.x);
+  // Chunk at column col of position pos: its cache row, or -1 for zeros.
+  auto source_row = [&](int pos, int col) -> int64_t {
+    const bool in_row = w.cols == w.row || col < w.row;  // folds for the fixed widths
+    return pos < kv_end && in_row ? cache_row_index(p, table, pos) : -1;
+  };
   if (p.cache_type == ElemType::kBF16) {
     const auto* cache = static_cast<const uint16_t*>(p.cache);
     KERNEL_NO_UNROLL  // cp.async needs no unrolling to keep copies in flight
-        for (int i = 0; i < kPerThread; ++i) {
+        for (int i = 0; i < per_thread; ++i) {
       const int c = tid + i * kThreads;
-      if (kTotal % kThreads != 0 && c >= kTotal) break;
-      const int r = c / kChunks, col = (c % kChunks) * 8;
-      const int pos = tile_begin + r;
-      const int64_t row = pos < kv_end ? cache_row_index(p, table, pos) : -1;
-      const uint16_t* src = row >= 0 ? cache + row * kD + col : cache;
-      simt::cp_async<16, simt::CacheOp::kCg>(dst + r * kRow + col, src, row >= 0 ? 16 : 0);
+      if (total % kThreads != 0 && c >= total) break;
+      const int r = c / chunks, col = (c % chunks) * 8;
+      const int64_t row = source_row(tile_begin + r, col);
+      const uint16_t* src = row >= 0 ? cache + row * w.row + col : cache;
+      simt::cp_async<16, simt::CacheOp::kCg>(dst + r * w.pitch + col, src, row >= 0 ? 16 : 0);
     }
     return;
   }
   const auto* cache = static_cast<const float*>(p.cache);
   constexpr int kBatch = 3;
   KERNEL_UNROLL
-  for (int i0 = 0; i0 < kPerThread; i0 += kBatch) {
+  for (int i0 = 0; i0 < per_thread; i0 += kBatch) {
     float4 v[kBatch][2];
     KERNEL_UNROLL
     for (int i = 0; i < kBatch; ++i) {
       const int c = tid + (i0 + i) * kThreads;
       v[i][0] = v[i][1] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      if (i0 + i >= kPerThread || c >= kTotal) continue;
-      const int r = c / kChunks, col = (c % kChunks) * 8;
-      const int pos = tile_begin + r;
-      const int64_t row = pos < kv_end ? cache_row_index(p, table, pos) : -1;
+      if (i0 + i >= per_thread || c >= total) continue;
+      const int r = c / chunks, col = (c % chunks) * 8;
+      const int64_t row = source_row(tile_begin + r, col);
       if (row < 0) continue;
-      const float4* src = reinterpret_cast<const float4*>(cache + row * kD + col);
+      const float4* src = reinterpret_cast<const float4*>(cache + row * w.row + col);
       v[i][0] = __ldg(src);
       v[i][1] = __ldg(src + 1);
     }
     KERNEL_UNROLL
     for (int i = 0; i < kBatch; ++i) {
       const int c = tid + (i0 + i) * kThreads;
-      if (i0 + i >= kPerThread || c >= kTotal) continue;
-      const int r = c / kChunks, col = (c % kChunks) * 8;
-      *reinterpret_cast<uint4*>(dst + r * kRow + col) =
+      if (i0 + i >= per_thread || c >= total) continue;
+      const int r = c / chunks, col = (c % chunks) * 8;
+      *reinterpret_cast<uint4*>(dst + r * w.pitch + col) =
           make_uint4(pack_bf16x2(v[i][0].x, v[i][0].y), pack_bf16x2(v[i][0].z, v[i][0].w),
                      pack_bf16x2(v[i][1].x, v[i][1].y), pack_bf16x2(v[i][1].z, v[i][1].w));
     }
   }
+}
+
+// Elements [i, i + 8) of p as F32: 128-bit loads when p + i is 16-byte aligned, else one by
+// one (query rows need no alignment; the check is once per chunk of a run's Q).
+__device__ __forceinline__ void load8_any(const void* p, ElemType t, int64_t i, float (&v)[8]) {
+  const uintptr_t at = reinterpret_cast<uintptr_t>(p) + i * (t == ElemType::kF32 ? 4 : 2);
+  if (at % 16 != 0) {
+    for (int e = 0; e < 8; ++e) v[e] = load1(p, t, i + e);
+    return;
+  }
+  load8(p, t, i, v);
 }
 
 // Two adjacent output values of row (token, head).
@@ -119,22 +172,24 @@ __device__ __forceinline__ void store2(void* base, ElemType t, int64_t i, float 
 }
 
 // One CTA: kMFrags m-tiles of 16 query rows, 4 warps per m-tile. Warp (mi, quarter) computes
-// the scores of its 16 rows over score columns [144·quarter, +144) (partial sums meet in
-// shared memory) and owns output columns [128·quarter, +128) of those rows. The 8 threads
-// of each row run its online softmax (running max and sum in registers).
-template <int kMFrags>
+// the scores of its 16 rows over k-steps [k_steps·quarter, +k_steps) of the score width
+// (DeepSeek: columns [144·quarter, +144); partial sums meet in shared memory) and owns output
+// columns [16·pairs·quarter, +16·pairs) of those rows (DeepSeek: 128). The 8 threads of each
+// row run its online softmax (running max and sum in registers).
+template <int kMFrags, bool kFixed>
 __global__ void __launch_bounds__(tile_threads(kMFrags)) mla_attention_kernel(const MlaArgs args) {
   const MlaAttentionParams& p = args.p;
   const MlaPlan& plan = args.plan;
+  const Widths<kFixed> w(p);
   constexpr int kM = 16 * kMFrags;
   constexpr int kThreads = tile_threads(kMFrags);
-  using S = Smem<kM>;
+  const SmemLayout lay = smem_layout(kM, w.pitch);
   SIMT_DYNAMIC_SHARED(unsigned char, smem);
-  auto* q_s = reinterpret_cast<uint16_t*>(smem);                             // [kM][kRow]
-  auto* kv_s = reinterpret_cast<uint16_t*>(smem + S::kQBytes);               // [2][kTileN][kRow]
-  auto* s_part = reinterpret_cast<float*>(smem + S::kQBytes + S::kKvBytes);  // [4][kM][kSRow]
-  auto* p_s = reinterpret_cast<uint16_t*>(smem + S::kQBytes + S::kKvBytes + S::kSBytes);
-  auto* row_f = reinterpret_cast<float*>(smem + S::kQBytes + S::kKvBytes + S::kSBytes + S::kPBytes);
+  auto* q_s = reinterpret_cast<uint16_t*>(smem);               // [kM][pitch]
+  auto* kv_s = reinterpret_cast<uint16_t*>(smem + lay.kv);     // [2][kTileN][pitch]
+  auto* s_part = reinterpret_cast<float*>(smem + lay.s);       // [4][kM][kSRow]
+  auto* p_s = reinterpret_cast<uint16_t*>(smem + lay.p);       // [kM][kSRow]
+  auto* row_f = reinterpret_cast<float*>(smem + lay.rows);     // [4][kM]
   float* alpha_s = row_f;                                      // [kM] rescale of this tile
   float* l_s = row_f + kM;                                     // [kM] final softmax sums
   float* m_s = row_f + 2 * kM;                                 // [kM] final maxima (log2 units)
@@ -145,6 +200,11 @@ __global__ void __launch_bounds__(tile_threads(kMFrags)) mla_attention_kernel(co
   const int mi = warp / kQuarters, quarter = warp % kQuarters;
   const int group = lane / 4, tig = lane % 4;
   const int soft_row = tid / 8, soft_j = tid % 8;  // softmax: row and its 4-position slice
+  // This warp's k-steps of the scores and 16-column pairs of the output (a warp may have none
+  // at small widths); constants for the fixed widths.
+  const int k_begin = quarter * w.k_steps * 16, n_begin = quarter * w.pairs * 16;  // columns
+  const int n_ks = kFixed ? kMaxKSteps : std::min(w.k_steps, (w.cols - k_begin) / 16);
+  const int n_np = kFixed ? kMaxPairs : std::min(w.pairs, (w.latent - n_begin) / 16);
   const int hpt = plan.heads_per_tile;
   const int64_t tok0 = int64_t{blockIdx.x} * plan.tokens_per_tile;
   const int64_t tok_end = std::min<int64_t>(tok0 + plan.tokens_per_tile, p.n_tokens);
@@ -171,21 +231,24 @@ __global__ void __launch_bounds__(tile_threads(kMFrags)) mla_attention_kernel(co
 
     __syncthreads();  // the previous run's readers of q_s, row_pos, l_s and m_s are done
     // Q rows as BF16, zeros for rows outside the run (their scores are never used).
-    for (int c = tid; c < kM * kChunks; c += kThreads) {
-      const int r = c / kChunks, col = (c % kChunks) * 8;
+    // The rope padding is zeros too.
+    const int q_chunks = w.cols / 8;
+    for (int c = tid; c < kM * q_chunks; c += kThreads) {
+      const int r = c / q_chunks, col = (c % q_chunks) * 8;
       const int64_t token = tok0 + r / hpt;
       const int head = head0 + r % hpt;
       float v[8] = {};
       if (r / hpt < plan.tokens_per_tile && token >= run && token < run_end && head < p.n_heads) {
-        if (col < kMlaLatent) {
-          load8(p.q_latent, p.q_latent_type,
-                token * p.q_latent_token_stride + head * p.q_latent_head_stride + col, v);
-        } else {
-          load8(p.q_rope, p.q_rope_type,
-                token * p.q_rope_token_stride + head * p.q_rope_head_stride + col - kMlaLatent, v);
+        if (col < w.latent) {
+          load8_any(p.q_latent, p.q_latent_type,
+                    token * p.q_latent_token_stride + head * p.q_latent_head_stride + col, v);
+        } else if (w.cols == w.row || col < w.row) {
+          load8_any(p.q_rope, p.q_rope_type,
+                    token * p.q_rope_token_stride + head * p.q_rope_head_stride + col - w.latent,
+                    v);
         }
       }
-      *reinterpret_cast<uint4*>(q_s + r * kRow + col) =
+      *reinterpret_cast<uint4*>(q_s + r * w.pitch + col) =
           make_uint4(pack_bf16x2(v[0], v[1]), pack_bf16x2(v[2], v[3]), pack_bf16x2(v[4], v[5]),
                      pack_bf16x2(v[6], v[7]));
     }
@@ -200,33 +263,34 @@ __global__ void __launch_bounds__(tile_threads(kMFrags)) mla_attention_kernel(co
       row_pos[r] = limit;
     }
 
-    float o[kPv / 8][4] = {};
+    float o[2 * kMaxPairs][4] = {};
     float m_run = kNegInf, l_run = 0.0f;
-    if (n_tiles > 0) stage_tile<kThreads>(p, table, kv_begin, kv_end, kv_s);
+    if (n_tiles > 0) stage_tile<kThreads>(p, w, table, kv_begin, kv_end, kv_s);
     simt::cp_async_commit();
     for (int t = 0; t < n_tiles; ++t) {
       const int stage = t & 1;
-      const uint16_t* k_tile = kv_s + stage * kTileN * kRow;
+      const uint16_t* k_tile = kv_s + stage * kTileN * w.pitch;
       simt::cp_async_wait<0>();
       __syncthreads();  // tile t (and Q) landed for all; everyone is done with tile t - 1
       if (t + 1 < n_tiles) {
-        stage_tile<kThreads>(p, table, kv_begin + (t + 1) * kTileN, kv_end,
-                             kv_s + (stage ^ 1) * kTileN * kRow);
+        stage_tile<kThreads>(p, w, table, kv_begin + (t + 1) * kTileN, kv_end,
+                             kv_s + (stage ^ 1) * kTileN * w.pitch);
       }
       simt::cp_async_commit();
 
-      // Partial scores of 16 rows × 32 positions over this warp's 144 score columns.
+      // Partial scores of 16 rows × 32 positions over this warp's score columns.
       float sacc[kTileN / 8][4] = {};
       KERNEL_UNROLL
-      for (int ks = 0; ks < kQk / 16; ++ks) {
-        const int k0 = quarter * kQk + ks * 16;
+      for (int ks = 0; ks < kMaxKSteps; ++ks) {
+        if (ks >= n_ks) break;
+        const int k0 = k_begin + ks * 16;
         uint32_t a[4];
-        simt::ldmatrix<4>(a, q_s + (mi * 16 + lane % 16) * kRow + k0 + (lane / 16) * 8);
+        simt::ldmatrix<4>(a, q_s + (mi * 16 + lane % 16) * w.pitch + k0 + (lane / 16) * 8);
         KERNEL_UNROLL
         for (int np = 0; np < kTileN / 16; ++np) {
           // Matrices (positions 0-7, k 0-7), (0-7, k 8-15), (8-15, k 0-7), (8-15, k 8-15).
           uint32_t r[4];
-          simt::ldmatrix<4>(r, k_tile + (np * 16 + (lane / 16) * 8 + lane % 8) * kRow + k0 +
+          simt::ldmatrix<4>(r, k_tile + (np * 16 + (lane / 16) * 8 + lane % 8) * w.pitch + k0 +
                                    ((lane / 8) % 2) * 8);
           const uint32_t b0[2] = {r[0], r[1]}, b1[2] = {r[2], r[3]};
           simt::mma_m16n8k16_bf16(sacc[2 * np], a, b0, sacc[2 * np]);
@@ -283,10 +347,10 @@ __global__ void __launch_bounds__(tile_threads(kMFrags)) mla_attention_kernel(co
       }
       __syncthreads();
 
-      // O = O · alpha + P · V over this warp's 128 output columns.
+      // O = O · alpha + P · V over this warp's output columns.
       const float a_lo = alpha_s[mi * 16 + group], a_hi = alpha_s[mi * 16 + group + 8];
       KERNEL_UNROLL
-      for (int nt = 0; nt < kPv / 8; ++nt) {
+      for (int nt = 0; nt < 2 * kMaxPairs; ++nt) {
         o[nt][0] *= a_lo, o[nt][1] *= a_lo, o[nt][2] *= a_hi, o[nt][3] *= a_hi;
       }
       KERNEL_UNROLL
@@ -294,12 +358,14 @@ __global__ void __launch_bounds__(tile_threads(kMFrags)) mla_attention_kernel(co
         uint32_t a[4];
         simt::ldmatrix<4>(a, p_s + (mi * 16 + lane % 16) * kSRow + ks * 16 + (lane / 16) * 8);
         KERNEL_UNROLL
-        for (int np = 0; np < kPv / 16; ++np) {
+        for (int np = 0; np < kMaxPairs; ++np) {
+          if (np >= n_np) break;
           // Transposed matrices (positions 0-7, n 0-7), (8-15, n 0-7), (0-7, n 8-15),
           // (8-15, n 8-15): V is stored [position][column], B wants columns of positions.
           uint32_t r[4];
-          simt::ldmatrix<4, true>(r, k_tile + (ks * 16 + lane % 8 + ((lane / 8) % 2) * 8) * kRow +
-                                         quarter * kPv + np * 16 + (lane / 16) * 8);
+          simt::ldmatrix<4, true>(r, k_tile +
+                                         (ks * 16 + lane % 8 + ((lane / 8) % 2) * 8) * w.pitch +
+                                         n_begin + np * 16 + (lane / 16) * 8);
           const uint32_t b0[2] = {r[0], r[1]}, b1[2] = {r[2], r[3]};
           simt::mma_m16n8k16_bf16(o[2 * np], a, b0, o[2 * np]);
           simt::mma_m16n8k16_bf16(o[2 * np + 1], a, b1, o[2 * np + 1]);
@@ -325,16 +391,17 @@ __global__ void __launch_bounds__(tile_threads(kMFrags)) mla_attention_kernel(co
       if (plan.n_splits == 1) {
         const int64_t base = token * p.out_token_stride + int64_t{head} * p.out_head_stride;
         KERNEL_UNROLL
-        for (int nt = 0; nt < kPv / 8; ++nt) {
-          store2(p.out, p.out_type, base + quarter * kPv + nt * 8 + tig * 2,
-                 o[nt][2 * half] * inv_l, o[nt][2 * half + 1] * inv_l);
+        for (int nt = 0; nt < 2 * kMaxPairs; ++nt) {
+          if (nt / 2 >= n_np) break;
+          store2(p.out, p.out_type, base + n_begin + nt * 8 + tig * 2, o[nt][2 * half] * inv_l,
+                 o[nt][2 * half + 1] * inv_l);
         }
       } else {
         const int64_t prow = (split * p.n_tokens + token) * p.n_heads + head;
         KERNEL_UNROLL
-        for (int nt = 0; nt < kPv / 8; ++nt) {
-          *reinterpret_cast<float2*>(p.partial_out + prow * kMlaLatent + quarter * kPv + nt * 8 +
-                                     tig * 2) =
+        for (int nt = 0; nt < 2 * kMaxPairs; ++nt) {
+          if (nt / 2 >= n_np) break;
+          *reinterpret_cast<float2*>(p.partial_out + prow * w.latent + n_begin + nt * 8 + tig * 2) =
               make_float2(o[nt][2 * half] * inv_l, o[nt][2 * half + 1] * inv_l);
         }
         if (quarter == 0 && tig == 0) {
@@ -348,29 +415,37 @@ __global__ void __launch_bounds__(tile_threads(kMFrags)) mla_attention_kernel(co
 }
 
 // out[row] = Σ_z w_z · partial[z][row] / Σ_z w_z, w_z = 2^(lse_z - max lse), one warp per
-// (token, head) row, 16 columns per lane in 128-bit loads. Splits of weight 0 are not read.
+// (token, head) row, 4 columns per lane and 128-column chunk in 128-bit loads (DeepSeek: 4
+// chunks). Splits of weight 0 are not read.
+template <bool kFixed>
 __global__ void __launch_bounds__(32 * kMergeRows) mla_merge_kernel(const MlaArgs args) {
+  constexpr int kChunks = kMlaMaxLatent / 128;
   const MlaAttentionParams& p = args.p;
   const MlaPlan& plan = args.plan;
+  const Widths<kFixed> w(p);
   const int lane = static_cast<int>(threadIdx.x) % 32;
   const int64_t row = int64_t{blockIdx.x} * kMergeRows + threadIdx.x / 32;
   const int64_t n_rows = p.n_tokens * p.n_heads;
   if (row >= n_rows) return;
+  // Chunk k of this lane covers columns (32k + lane) · 4 + [0, 4); latent is a multiple of 16.
+  auto in_row = [&](int k) { return kFixed || (k * 32 + lane) * 4 < w.latent; };
   float lse_max = kNegInf;
   for (int z = 0; z < plan.n_splits; ++z) lse_max = fmaxf(lse_max, p.partial_lse[z * n_rows + row]);
-  float acc[4][4] = {};
+  float acc[kChunks][4] = {};
   float wsum = 0.0f;
   for (int z = 0; z < plan.n_splits; ++z) {
     const float lse = p.partial_lse[z * n_rows + row];
     if (lse == kNegInf) continue;
-    const float w = exp2f(lse - lse_max);
-    wsum += w;
+    const float weight = exp2f(lse - lse_max);
+    wsum += weight;
     const float4* src =
-        reinterpret_cast<const float4*>(p.partial_out + (z * n_rows + row) * kMlaLatent);
+        reinterpret_cast<const float4*>(p.partial_out + (z * n_rows + row) * w.latent);
     KERNEL_UNROLL
-    for (int k = 0; k < 4; ++k) {
+    for (int k = 0; k < kChunks; ++k) {
+      if (!in_row(k)) break;
       const float4 v = src[k * 32 + lane];
-      acc[k][0] += w * v.x, acc[k][1] += w * v.y, acc[k][2] += w * v.z, acc[k][3] += w * v.w;
+      acc[k][0] += weight * v.x, acc[k][1] += weight * v.y;
+      acc[k][2] += weight * v.z, acc[k][3] += weight * v.w;
     }
   }
   const float inv = 1.0f / wsum;  // NaN rows (bad positions) stay NaN; wsum > 0 otherwise
@@ -378,23 +453,39 @@ __global__ void __launch_bounds__(32 * kMergeRows) mla_merge_kernel(const MlaArg
   const int head = static_cast<int>(row % p.n_heads);
   const int64_t base = token * p.out_token_stride + int64_t{head} * p.out_head_stride;
   KERNEL_UNROLL
-  for (int k = 0; k < 4; ++k) {
+  for (int k = 0; k < kChunks; ++k) {
+    if (!in_row(k)) break;
     const int col = (k * 32 + lane) * 4;
     store2(p.out, p.out_type, base + col, acc[k][0] * inv, acc[k][1] * inv);
     store2(p.out, p.out_type, base + col + 2, acc[k][2] * inv, acc[k][3] * inv);
   }
 }
 
-template <int kMFrags>
+template <int kMFrags, bool kFixed>
 cudaError_t launch_tiles(const MlaAttentionParams& p, const MlaPlan& plan, cudaStream_t stream) {
+  const Widths<kFixed> w(p);
   return simt::launch({.kernel_name = "mla_attention_kernel",
                        .grid = dim3(static_cast<unsigned>(plan.query_tiles),
                                     static_cast<unsigned>(plan.head_tiles),
                                     static_cast<unsigned>(plan.n_splits)),
                        .block = dim3(tile_threads(kMFrags)),
-                       .dynamic_smem_bytes = Smem<16 * kMFrags>::kTotal,
+                       .dynamic_smem_bytes = smem_layout(16 * kMFrags, w.pitch).total,
                        .stream = stream},
-                      mla_attention_kernel<kMFrags>, MlaArgs{p, plan})
+                      mla_attention_kernel<kMFrags, kFixed>, MlaArgs{p, plan})
+      .code;
+}
+
+template <bool kFixed>
+cudaError_t launch_widths(const MlaAttentionParams& p, const MlaPlan& plan, cudaStream_t stream) {
+  const cudaError_t e = plan.rows == 16 ? launch_tiles<1, kFixed>(p, plan, stream)
+                                        : launch_tiles<4, kFixed>(p, plan, stream);
+  if (e != cudaSuccess || plan.n_splits == 1) return e;
+  const int64_t rows = p.n_tokens * p.n_heads;
+  return simt::launch({.kernel_name = "mla_merge_kernel",
+                       .grid = dim3(static_cast<unsigned>((rows + kMergeRows - 1) / kMergeRows)),
+                       .block = dim3(32 * kMergeRows),
+                       .stream = stream},
+                      mla_merge_kernel<kFixed>, MlaArgs{p, plan})
       .code;
 }
 
@@ -424,8 +515,8 @@ MlaPlan plan_mla_attention(int64_t n_tokens, int64_t n_seqs, int n_heads, int64_
   return plan;
 }
 
-int64_t mla_partial_out_floats(const MlaPlan& plan, int64_t n_tokens, int n_heads) {
-  return plan.n_splits > 1 ? int64_t{plan.n_splits} * n_tokens * n_heads * kMlaLatent : 0;
+int64_t mla_partial_out_floats(const MlaPlan& plan, int64_t n_tokens, int n_heads, int latent) {
+  return plan.n_splits > 1 ? int64_t{plan.n_splits} * n_tokens * n_heads * latent : 0;
 }
 
 int64_t mla_partial_lse_floats(const MlaPlan& plan, int64_t n_tokens, int n_heads) {
@@ -435,17 +526,11 @@ int64_t mla_partial_lse_floats(const MlaPlan& plan, int64_t n_tokens, int n_head
 cudaError_t launch_mla_attention(const MlaAttentionParams& p, const MlaPlan& plan,
                                  cudaStream_t stream) {
   if (p.n_tokens == 0 || p.n_heads == 0) return cudaSuccess;
-  if (plan.rows != 16 && plan.rows != 64) return cudaErrorInvalidValue;
-  const cudaError_t e =
-      plan.rows == 16 ? launch_tiles<1>(p, plan, stream) : launch_tiles<4>(p, plan, stream);
-  if (e != cudaSuccess || plan.n_splits == 1) return e;
-  const int64_t rows = p.n_tokens * p.n_heads;
-  return simt::launch({.kernel_name = "mla_merge_kernel",
-                       .grid = dim3(static_cast<unsigned>((rows + kMergeRows - 1) / kMergeRows)),
-                       .block = dim3(32 * kMergeRows),
-                       .stream = stream},
-                      mla_merge_kernel, MlaArgs{p, plan})
-      .code;
+  if ((plan.rows != 16 && plan.rows != 64) || !mla_widths_supported(p.latent, p.rope)) {
+    return cudaErrorInvalidValue;
+  }
+  return p.latent == kMlaMaxLatent && p.rope == kMlaMaxRope ? launch_widths<true>(p, plan, stream)
+                                                            : launch_widths<false>(p, plan, stream);
 }
 
 }  // namespace moeserve::kernels

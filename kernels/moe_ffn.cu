@@ -75,29 +75,43 @@ __global__ void __launch_bounds__(kRouteThreads) moe_route_kernel(const MoeRoute
   }
 }
 
+// kVec: y and out rows move in 4-column (128-bit y) chunks; otherwise column by column (d not
+// a multiple of 4, or out rows not 16-byte aligned).
+template <bool kVec>
 __global__ void __launch_bounds__(kCombineThreads) moe_combine_kernel(const MoeCombineParams p) {
+  constexpr int kCols = kVec ? 4 : 1;
   const int c =
-      (static_cast<int>(blockIdx.x) * kCombineThreads + static_cast<int>(threadIdx.x)) * 4;
+      (static_cast<int>(blockIdx.x) * kCombineThreads + static_cast<int>(threadIdx.x)) * kCols;
   if (c >= p.d) return;
   for (int t = static_cast<int>(blockIdx.y); t < p.n_tokens; t += static_cast<int>(gridDim.y)) {
-    float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    float acc[kCols] = {};
     for (int j = 0; j < p.top_k; ++j) {
       const int e = p.topk_ids[t * p.ids_row_stride + j];
       if (e < 0 || e >= p.n_experts) continue;
       const float wgt = p.topk_weights[t * p.weights_row_stride + j];
-      const float4 v =
-          *reinterpret_cast<const float4*>(p.y + (static_cast<int64_t>(t) * p.top_k + j) * p.d + c);
-      acc.x += wgt * v.x, acc.y += wgt * v.y, acc.z += wgt * v.z, acc.w += wgt * v.w;
+      const float* y = p.y + (static_cast<int64_t>(t) * p.top_k + j) * p.d + c;
+      if constexpr (kVec) {
+        const float4 v = *reinterpret_cast<const float4*>(y);
+        acc[0] += wgt * v.x, acc[1] += wgt * v.y, acc[2] += wgt * v.z, acc[3] += wgt * v.w;
+      } else {
+        acc[0] += wgt * y[0];
+      }
     }
     const int64_t at = t * p.out_row_stride + c;
-    if (p.out_type == ElemType::kF32) {
-      float* o = static_cast<float*>(p.out) + at;
-      o[0] = acc.x, o[1] = acc.y, o[2] = acc.z, o[3] = acc.w;
+    if constexpr (kVec) {
+      if (p.out_type == ElemType::kF32) {
+        float* o = static_cast<float*>(p.out) + at;
+        o[0] = acc[0], o[1] = acc[1], o[2] = acc[2], o[3] = acc[3];
+      } else {
+        __nv_bfloat162* o =
+            reinterpret_cast<__nv_bfloat162*>(static_cast<__nv_bfloat16*>(p.out) + at);
+        o[0] = __floats2bfloat162_rn(acc[0], acc[1]);
+        o[1] = __floats2bfloat162_rn(acc[2], acc[3]);
+      }
+    } else if (p.out_type == ElemType::kF32) {
+      static_cast<float*>(p.out)[at] = acc[0];
     } else {
-      __nv_bfloat162* o =
-          reinterpret_cast<__nv_bfloat162*>(static_cast<__nv_bfloat16*>(p.out) + at);
-      o[0] = __floats2bfloat162_rn(acc.x, acc.y);
-      o[1] = __floats2bfloat162_rn(acc.z, acc.w);
+      static_cast<__nv_bfloat16*>(p.out)[at] = __float2bfloat16(acc[0]);
     }
   }
 }
@@ -124,15 +138,18 @@ cudaError_t launch_moe_route(const MoeRouteParams& p, cudaStream_t stream) {
 
 cudaError_t launch_moe_combine(const MoeCombineParams& p, cudaStream_t stream) {
   if (p.n_tokens == 0 || p.d == 0) return cudaSuccess;
-  if (p.d % 4 != 0) return cudaErrorInvalidValue;
-  const int cols_per_block = kCombineThreads * 4;
+  // y rows are d floats apart (128-bit loads); BF16 out is stored in 4-byte pairs.
+  const bool vec = p.d % 4 == 0 && reinterpret_cast<uintptr_t>(p.y) % 16 == 0 &&
+                   (p.out_type == ElemType::kF32 ||
+                    (reinterpret_cast<uintptr_t>(p.out) % 4 == 0 && p.out_row_stride % 2 == 0));
+  const int cols_per_block = kCombineThreads * (vec ? 4 : 1);
   return simt::launch(
              {.kernel_name = "moe_combine_kernel",
               .grid = dim3(static_cast<unsigned>((p.d + cols_per_block - 1) / cols_per_block),
                            static_cast<unsigned>(std::min(p.n_tokens, kMaxGridY))),
               .block = dim3(kCombineThreads),
               .stream = stream},
-             moe_combine_kernel, p)
+             vec ? moe_combine_kernel<true> : moe_combine_kernel<false>, p)
       .code;
 }
 

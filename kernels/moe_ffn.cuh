@@ -46,7 +46,7 @@ constexpr int kMoeMaxExperts = 4096;
 cudaError_t launch_moe_route(const MoeRouteParams& p, cudaStream_t stream);
 
 struct MoeCombineParams {
-  const float* y;              // [n_tokens · top_k, d] expert outputs by slot (16-byte rows)
+  const float* y;              // [n_tokens · top_k, d] expert outputs by slot, contiguous
   const int32_t* topk_ids;     // [n_tokens, top_k]: slots whose id is outside [0, E) add nothing
   int64_t ids_row_stride;      // elements between rows of topk_ids
   const float* topk_weights;   // [n_tokens, top_k]
@@ -57,7 +57,7 @@ struct MoeCombineParams {
   int n_tokens;
   int top_k;
   int n_experts;
-  int d;  // multiple of 4
+  int d;  // any; 4 columns a thread when a multiple of 4 with aligned rows, else one
 };
 
 cudaError_t launch_moe_combine(const MoeCombineParams& p, cudaStream_t stream);

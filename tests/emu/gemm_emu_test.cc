@@ -116,6 +116,9 @@ struct GemmCase {
   bool gated;
   int batch;
   GemmPlan plan;
+  // Row strides are k + x_pad and k + w_pad: multiples of 8 keep rows 16-byte aligned, others
+  // (with odd k) take the predicated path.
+  int x_pad = 8, w_pad = 16;
 };
 
 // Runs one product (batch matrices) and checks every output element and the padding.
@@ -123,10 +126,11 @@ void run_case(const GemmCase& c, std::mt19937& rng) {
   SCOPED_TRACE(::testing::Message()
                << "n " << c.n << " m " << c.m << " k " << c.k << " x " << int(c.x_type) << " w "
                << int(c.w_type) << " out " << int(c.out_type) << " gated " << c.gated << " batch "
-               << c.batch << " tile " << int(c.plan.tile) << " splits " << c.plan.k_splits);
+               << c.batch << " tile " << int(c.plan.tile) << " splits " << c.plan.k_splits
+               << " pads " << c.x_pad << " " << c.w_pad);
   const int n_cols = c.gated ? c.m / 2 : c.m;
-  // Batches stacked as extra rows; strides padded past the widths (multiples of 8).
-  const int64_t xs = c.k + 8, ws = c.k + 16, os = n_cols + 3;
+  // Batches stacked as extra rows; strides padded past the widths.
+  const int64_t xs = c.k + c.x_pad, ws = c.k + c.w_pad, os = n_cols + 3;
   Matrix x = random_matrix(c.x_type, int64_t{c.batch} * c.n, c.k, xs, rng);
   Matrix w = random_matrix(c.w_type, int64_t{c.batch} * c.m, c.k, ws, rng);
   Matrix out = poisoned(c.out_type, int64_t{c.batch} * c.n, n_cols, os);
@@ -261,20 +265,54 @@ TEST(GemmPlan, ChoosesTilesAndSplits) {
   EXPECT_EQ(plan_gemm(1, 3072, 2048, 16, 132).k_splits, 1);
 }
 
-TEST(GemmLaunch, RejectsMisalignedShapes) {
+// Shapes whose rows are not all 16-byte aligned, or whose k is not a multiple of 8, take the
+// predicated instance: the tiny test models' widths (v2_tiny's o_proj k = 3 × 20 = 60 with
+// 120-byte BF16 weight rows; q_b k = 24; the shared experts' f = 2 × 20), odd k and strides
+// (batch strides odd too, so whole matrices start unaligned), split-K, gated, both tiles.
+TEST_P(GemmEmu, UnalignedShapesTakeThePredicatedPath) {
+  using E = ElemType;
+  constexpr GemmTile kS = GemmTile::kSkinny, kL = GemmTile::kLarge;
+  run_case({1, 64, 60, E::kF32, E::kBF16, E::kF32, false, 1, forced(kS, 60, 1), 0, 0}, rng_);
+  run_case({5, 64, 60, E::kBF16, E::kBF16, E::kBF16, false, 1, forced(kS, 60, 1), 0, 0}, rng_);
+  run_case({3, 130, 333, E::kBF16, E::kF16, E::kF32, false, 2, forced(kS, 333, 3), 1, 3}, rng_);
+  run_case({2, 40, 61, E::kF32, E::kBF16, E::kBF16, true, 1, forced(kS, 61, 1), 1, 1}, rng_);
+  run_case({70, 64, 60, E::kF32, E::kBF16, E::kF32, false, 1, forced(kL, 60, 1), 0, 0}, rng_);
+  run_case({65, 272, 99, E::kBF16, E::kBF16, E::kF32, true, 1, forced(kL, 99, 2), 1, 5}, rng_);
+  run_case({33, 20, 44, E::kF32, E::kF16, E::kBF16, false, 3, forced(kL, 44, 1), 2, 4}, rng_);
+  // F32 x rows 16-byte aligned at a stride of 4 mod 8: the aligned path.
+  run_case({3, 64, 64, E::kF32, E::kBF16, E::kF32, false, 2, forced(kS, 64, 1), 4, 8}, rng_);
+}
+
+TEST(GemmLaunch, ChoosesTheCopyPathAndRejectsBadTypes) {
   GemmParams p{};
-  std::vector<uint16_t> buf(64 * 64);
-  std::vector<float> out(64 * 64);
-  p.x = buf.data(), p.x_type = ElemType::kBF16, p.x_row_stride = 12;  // not a multiple of 8
-  p.w = buf.data(), p.w_type = ElemType::kBF16, p.w_row_stride = 16;
-  p.out = out.data(), p.out_type = ElemType::kF32, p.out_row_stride = 16;
+  alignas(16) static uint16_t buf[64 * 64];
+  alignas(16) static float out[64 * 64];
+  p.x = buf, p.x_type = ElemType::kBF16, p.x_row_stride = 16;
+  p.w = buf, p.w_type = ElemType::kBF16, p.w_row_stride = 16;
+  p.out = out, p.out_type = ElemType::kF32, p.out_row_stride = 16;
   p.n = 2, p.m = 2, p.k = 8;
-  EXPECT_EQ(launch_gemm(p, GemmPlan{}, nullptr), cudaErrorInvalidValue);
-  p.x_row_stride = 16;
+  EXPECT_TRUE(gemm_aligned(p));
+  p.x_row_stride = 12;  // BF16 rows 24 bytes apart
+  EXPECT_FALSE(gemm_aligned(p));
+  p.x_type = ElemType::kF32;  // F32 rows 48 bytes apart
+  EXPECT_TRUE(gemm_aligned(p));
   p.k = 12;
-  EXPECT_EQ(launch_gemm(p, GemmPlan{}, nullptr), cudaErrorInvalidValue);
+  EXPECT_FALSE(gemm_aligned(p));
   p.k = 8;
+  p.w = buf + 4;
+  EXPECT_FALSE(gemm_aligned(p));
+  p.w = buf;
+  p.w_batch_stride = 20;
+  EXPECT_FALSE(gemm_aligned(p));
+  p.w_batch_stride = 0;
+  p.groups.w_group_stride = 4;
+  EXPECT_FALSE(gemm_aligned(p));
+  p.groups.w_group_stride = 0;
+  EXPECT_EQ(launch_gemm(p, GemmPlan{}, nullptr), cudaSuccess);
   p.w_type = ElemType::kF32;
+  EXPECT_EQ(launch_gemm(p, GemmPlan{}, nullptr), cudaErrorInvalidValue);
+  p.w_type = ElemType::kBF16;
+  p.gated = true, p.m = 3;
   EXPECT_EQ(launch_gemm(p, GemmPlan{}, nullptr), cudaErrorInvalidValue);
 }
 
@@ -342,7 +380,7 @@ void run_moe(int n, int top_k, int n_experts, int d, int f, GemmTile tile, ElemT
   ASSERT_EQ(n_tiles[0], want_tiles);
   EXPECT_TRUE(want_rows[n_experts - 1].empty());
 
-  Matrix x = random_matrix(x_type, n, d, d + 8, rng);
+  Matrix x = random_matrix(x_type, n, d, d + 8 + d % 2, rng);
   Matrix wgu = random_matrix(ElemType::kBF16, int64_t{n_experts} * 2 * f, d, d, rng);
   Matrix wdn = random_matrix(ElemType::kBF16, int64_t{n_experts} * d, f, f, rng);
   Matrix act = poisoned(ElemType::kBF16, n_rows, f, f);
@@ -441,6 +479,15 @@ TEST_P(GemmEmu, MoeDecodeOnSkinnyTiles) {
 TEST_P(GemmEmu, MoePrefillOnLargeTiles) {
   // Expert 0 takes about a third of the rows: more than one 128-row tile.
   run_moe(120, 4, 5, 72, 72, GemmTile::kLarge, ElemType::kBF16, rng_);
+}
+
+// Widths that leave rows unaligned: f = 20 (act rows of 40 bytes: the down GEMM is
+// predicated), d = 66 (k of the gate/up GEMM not a multiple of 8; the combine column by
+// column, d not a multiple of 4); and the tiny models' aligned f = 136 at hidden 192.
+TEST_P(GemmEmu, MoeTinyWidths) {
+  run_moe(5, 2, 6, 66, 20, GemmTile::kSkinny, ElemType::kF32, rng_);
+  run_moe(40, 3, 4, 66, 20, GemmTile::kLarge, ElemType::kBF16, rng_);
+  run_moe(4, 2, 6, 192, 136, GemmTile::kSkinny, ElemType::kF32, rng_);
 }
 
 INSTANTIATE_TEST_SUITE_P(Schedules, GemmEmu, ::testing::Values(0, 1, 2), [](const auto& info) {

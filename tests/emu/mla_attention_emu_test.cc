@@ -24,7 +24,6 @@ namespace moeserve::kernels {
 namespace {
 
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
-constexpr int kL = kMlaLatent, kR = kMlaRope, kW = kMlaLatent + kMlaRope;
 
 uint16_t to_bf16(float v) { return std::bit_cast<uint16_t>(__float2bfloat16(v)); }
 float from_bf16(uint16_t b) { return __bfloat162float(std::bit_cast<__nv_bfloat16>(b)); }
@@ -69,6 +68,7 @@ struct Case {
   bool interleave = false;              // query tokens alternate between sequences in blocks of 3
   bool bad_token = false;               // one extra token at a position beyond its block table
   int64_t q_pad = 0;                    // extra elements per head in q and out (strided rows)
+  int latent = kMlaMaxLatent, rope = kMlaMaxRope;  // widths (DeepSeek's by default)
 };
 
 class MlaAttentionEmu : public ::testing::TestWithParam<int> {
@@ -93,6 +93,7 @@ class MlaAttentionEmu : public ::testing::TestWithParam<int> {
 void MlaAttentionEmu::run(const Case& c) {
   SCOPED_TRACE(c.name);
   const int bs = c.block_size, n_heads = c.n_heads;
+  const int kL = c.latent, kR = c.rope, kW = c.latent + c.rope;
   const int n_seqs = static_cast<int>(c.seqs.size());
   int max_blocks = 0, n_blocks = 0;
   for (const Seq& s : c.seqs) {
@@ -147,13 +148,15 @@ void MlaAttentionEmu::run(const Case& c) {
   plan.query_tiles = (n + c.tokens_per_tile - 1) / c.tokens_per_tile;
   plan.head_tiles = (n_heads + plan.heads_per_tile - 1) / plan.heads_per_tile;
   plan.n_splits = c.n_splits;
-  std::vector<float> partial_out(static_cast<size_t>(mla_partial_out_floats(plan, n, n_heads)),
+  std::vector<float> partial_out(static_cast<size_t>(mla_partial_out_floats(plan, n, n_heads, kL)),
                                  kNaN);
   std::vector<float> partial_lse(static_cast<size_t>(mla_partial_lse_floats(plan, n, n_heads)),
                                  kNaN);
   const float scale = 1.0f / std::sqrt(static_cast<float>(kW));
 
   MlaAttentionParams p{};
+  p.latent = kL;
+  p.rope = kR;
   p.q_latent = ql.ptr();
   p.q_latent_type = c.q_type;
   p.q_latent_token_stride = n_heads * ql_head;
@@ -286,7 +289,93 @@ TEST_P(MlaAttentionEmu, ChunkedPrefill) {
   run({"prefill, bad position", 16, 64, {{90, 4}}, kB, kF, kB, 64, 4, 2, false, true});
 }
 
+// The general-width instance: the tiny test models' widths (rope zero-padded to 16 in shared
+// memory, warps with no k-steps or output columns), decode and prefill, both tile shapes,
+// splits, Q rows that are not 16-byte aligned (q_pad 2), and the widest general pair.
+TEST_P(MlaAttentionEmu, TinyWidths) {
+  constexpr ElemType kF = ElemType::kF32, kB = ElemType::kBF16;
+  for (int splits : {1, 3}) {
+    Case c{"v2_tiny decode: 3 heads, latent 48, rope 8",
+           3,
+           4,
+           {{1, 1}, {9, 1}, {70, 1}},
+           kB,
+           kF,
+           kF,
+           16,
+           1,
+           splits};
+    c.latent = 48, c.rope = 8;
+    run(c);
+  }
+  Case fp8{"v3_fp8_tiny decode: 2 heads, latent 144, rope 8, unaligned Q rows",
+           2,
+           4,
+           {{33, 1}, {5, 1}},
+           kF,
+           kB,
+           kB,
+           16,
+           1,
+           2,
+           false,
+           false,
+           2};
+  fp8.latent = 144, fp8.rope = 8;
+  run(fp8);
+  Case prefill{"models/tiny prefill: 4 heads, latent 64, rope 16",
+               4,
+               16,
+               {{30, 12}, {7, 7}},
+               kB,
+               kF,
+               kF,
+               64,
+               16,
+               2,
+               true};
+  prefill.latent = 64, prefill.rope = 16;
+  run(prefill);
+  Case small{"v3_tiny prefill in 16-row tiles: latent 32, rope 8, bad position",
+             4,
+             4,
+             {{21, 6}},
+             kF,
+             kF,
+             kB,
+             16,
+             4,
+             1,
+             false,
+             true};
+  small.latent = 32, small.rope = 8;
+  run(small);
+  Case wide{"latent 512, rope 24 (the general instance at its widest)",
+            16,
+            16,
+            {{50, 5}},
+            kB,
+            kF,
+            kF,
+            64,
+            4,
+            2};
+  wide.rope = 24;
+  run(wide);
+}
+
 INSTANTIATE_TEST_SUITE_P(Schedules, MlaAttentionEmu, ::testing::Values(0, 1, 2));
+
+TEST(MlaWidths, SupportedSet) {
+  EXPECT_TRUE(mla_widths_supported(512, 64));
+  EXPECT_TRUE(mla_widths_supported(48, 8));
+  EXPECT_TRUE(mla_widths_supported(16, 0));
+  EXPECT_FALSE(mla_widths_supported(40, 8));    // latent not a multiple of 16
+  EXPECT_FALSE(mla_widths_supported(512, 12));  // rope not a multiple of 8
+  EXPECT_FALSE(mla_widths_supported(528, 64));
+  EXPECT_FALSE(mla_widths_supported(512, 72));
+  EXPECT_FALSE(mla_widths_supported(0, 8));
+}
 
 // The plan at DeepSeek's shapes on an H100/H200 (132 SMs).
 TEST(MlaPlan, FillsTheGpuWithoutTinySplits) {

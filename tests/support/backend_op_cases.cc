@@ -640,6 +640,40 @@ std::vector<OpCase> backend_op_cases() {
     c.push_back(make(Op::kRopeKvWrite, t, {64, 576, 64, 64, 16}, 1e-5));
     c.push_back(make(Op::kRopeKvWrite, t, {3, 576, 64, 2, 64}, 1e-5));
   }
+  // The tiny test checkpoints' widths (tests/data/tiny/*, models/tiny): hidden 64 and 192,
+  // latent 32/48/64/144 with rope 8/16, 2-4 heads, v 16/20/32. v2_tiny's o_proj has k = 3 × 20
+  // = 60 (120-byte BF16 weight rows: the GEMMs' predicated path), its q_b k = 24, kv_a m =
+  // 48 + 8; W_UK / W_UV per head; the dense and expert SwiGLUs; odd k.
+  c.push_back(make(Op::kLinear, DType::kBF16, {1, 60, 64}, 5e-3));
+  c.push_back(make(Op::kLinear, DType::kBF16, {40, 60, 64}, 5e-3));
+  c.push_back(make(Op::kLinear, DType::kBF16, {5, 24, 72}, 5e-3));
+  c.push_back(make(Op::kLinear, DType::kBF16, {3, 192, 152}, 5e-3));
+  c.push_back(make(Op::kLinear, DType::kF16, {7, 61, 33}, 1e-3));
+  c.push_back(make(Op::kHeadLinear, DType::kBF16, {3, 3, 16, 48}, 5e-3));
+  c.push_back(make(Op::kHeadLinear, DType::kBF16, {3, 3, 48, 20}, 5e-3));
+  c.push_back(make(Op::kHeadLinear, DType::kBF16, {2, 2, 144, 16}, 5e-3));
+  c.push_back(make(Op::kHeadLinear, DType::kBF16, {36, 4, 32, 64}, 5e-3));
+  c.push_back(make(Op::kGateUpSilu, DType::kBF16, {3, 64, 96}, 5e-3));
+  c.push_back(make(Op::kGateUpSilu, DType::kBF16, {5, 192, 136}, 5e-3));
+  c.push_back(make(Op::kGateUpSilu, DType::kBF16, {2, 61, 20}, 5e-3));
+  c.push_back(make(Op::kMoeFfn, DType::kBF16, {4, 8, 2, 64, 32}, 8e-3));
+  c.push_back(make(Op::kMoeFfn, DType::kBF16, {40, 6, 2, 192, 136}, 8e-3));
+  c.push_back(make(Op::kMoeFfn, DType::kBF16, {5, 8, 3, 66, 20, 2}, 8e-3));
+  for (DType t : {DType::kF32, DType::kBF16}) {
+    // v2_tiny decode: 3 heads, latent 48, rope 8, blocks of 4.
+    c.push_back(make(Op::kMlaAttention, t, {3, 9, 3, 48, 8, 4}, kMlaTol));
+    c.push_back(make(Op::kKvCacheWrite, t, {5, 56, 4, 4}, 0));
+    c.push_back(make(Op::kRopeKvWrite, t, {5, 40, 8, 4, 4}, 1e-5));
+  }
+  // models/tiny prefill (latent 64, rope 16) after cached positions; v3_fp8_tiny's widths.
+  c.push_back(make(Op::kMlaAttention, DType::kBF16, {2, 40, 4, 64, 16, 16, 7, 11}, kMlaTol));
+  c.push_back(make(Op::kMlaAttention, DType::kF32, {2, 20, 2, 144, 8, 4}, kMlaTol));
+  c.push_back(make(Op::kRope, DType::kF32, {5, 3, 8}, 1e-5));
+  c.push_back(make(Op::kRmsNorm, DType::kBF16, {5, 48}, 1e-5));
+  c.push_back(make(Op::kAddRmsNorm, DType::kF32, {3, 64}, 1e-5));
+  c.push_back(make(Op::kAdd, DType::kF32, {3, 60}, 0));
+  c.push_back(make(Op::kSiluMul, DType::kF32, {3, 20}, 1e-5));
+  c.push_back(make(Op::kGatherRows, DType::kBF16, {256, 64, 5}, 0));
   // BF16 activations: outputs rounded to BF16 once (relative error up to 2^-9
   // of each value, so up to 4e-3 of the largest), inputs the same BF16 values
   // on every backend.
@@ -667,6 +701,11 @@ std::vector<OpCase> backend_op_cases() {
   c.push_back(make(Op::kRope, DType::kF32, {3, 128, 64}, kBf16Act, kBf16));
   c.push_back(make(Op::kRopeKvWrite, DType::kF32, {3, 576, 64, 2, 64}, kBf16Act, kBf16));
   c.push_back(make(Op::kAddRmsNorm, kBf16, {9, 512}, kBf16Act, kBf16));
+  // ... and at the tiny models' widths.
+  c.push_back(make(Op::kLinear, kBf16, {3, 60, 64}, kBf16Act, kBf16));
+  c.push_back(make(Op::kHeadLinear, kBf16, {3, 3, 48, 20}, kBf16Act, kBf16));
+  c.push_back(make(Op::kMlaAttention, kBf16, {3, 9, 3, 48, 8, 4}, kBf16Act, kBf16));
+  c.push_back(make(Op::kAddRmsNorm, kBf16, {3, 48}, kBf16Act, kBf16));
   c.push_back(make(Op::kLogSoftmaxTopk, DType::kF32, {8, 129280, 20}, 1e-5));
   for (int64_t k : {1, 20}) {
     c.push_back(make(Op::kLogSoftmaxTopk, DType::kF32, {1, 102400, k}, 1e-5));  // V2's vocabulary

@@ -13,8 +13,6 @@ using namespace cuda_detail;
 
 namespace {
 
-bool aligned16(const Tensor& t) { return reinterpret_cast<uintptr_t>(t.raw()) % 16 == 0; }
-
 // cos_sin: [max_pos, half, 2] F32, contiguous, on CUDA.
 void check_cos_sin(const Tensor& cos_sin, int64_t half, const char* op) {
   MS_CHECK(cos_sin.defined() && cos_sin.device() == Device::kCuda && cos_sin.ndim() == 3 &&
@@ -120,23 +118,20 @@ void CudaBackend::mla_attention(const Tensor& q_latent, const Tensor& q_rope, co
              " must be [n, heads, width] on CUDA with a contiguous innermost dim");
   }
   const int64_t n = q_latent.dim(0), n_heads = q_latent.dim(1);
-  MS_CHECK(q_latent.dim(2) == kernels::kMlaLatent && q_rope.dim(2) == kernels::kMlaRope,
-           "CudaBackend::mla_attention: q_latent ", q_latent.describe(), " and q_rope ",
-           q_rope.describe(), ": the kernel is built for DeepSeek's latent 512 and rope 64");
+  const int64_t latent = q_latent.dim(2), rope = q_rope.dim(2);
+  MS_CHECK(kernels::mla_widths_supported(latent, rope), "CudaBackend::mla_attention: q_latent ",
+           q_latent.describe(), " and q_rope ", q_rope.describe(), ": latent ", latent,
+           " and rope ", rope,
+           " are not supported (latent a multiple of 16 up to 512, rope a multiple of 8 up to 64)");
   MS_CHECK(q_rope.dim(0) == n && q_rope.dim(1) == n_heads && out.dim(0) == n &&
-               out.dim(1) == n_heads && out.dim(2) == kernels::kMlaLatent,
+               out.dim(1) == n_heads && out.dim(2) == latent,
            "CudaBackend::mla_attention: shapes q_latent ", q_latent.describe(), ", q_rope ",
            q_rope.describe(), ", out ", out.describe());
-  // Q moves in 16-byte chunks, the output in pairs.
-  MS_CHECK(aligned16(q_latent) && aligned16(q_rope) && q_latent.stride(0) % 8 == 0 &&
-               q_latent.stride(1) % 8 == 0 && q_rope.stride(0) % 8 == 0 &&
-               q_rope.stride(1) % 8 == 0,
-           "CudaBackend::mla_attention: q_latent ", q_latent.describe(), " and q_rope ",
-           q_rope.describe(), " need 16-byte aligned rows");
+  // The output moves in pairs (Q rows in 16-byte chunks where aligned, else one by one).
   MS_CHECK(reinterpret_cast<uintptr_t>(out.raw()) % 8 == 0 && out.stride(0) % 2 == 0 &&
                out.stride(1) % 2 == 0,
            "CudaBackend::mla_attention: out ", out.describe(), " needs 8-byte aligned rows");
-  check_cache(cache, kernels::kMlaLatent + kernels::kMlaRope, kOp);
+  check_cache(cache, latent + rope, kOp);
   MS_CHECK(cache.dim(1) == batch.block_size && batch.block_size > 0,
            "CudaBackend::mla_attention: cache ", cache.describe(), " for block_size ",
            batch.block_size);
@@ -153,6 +148,8 @@ void CudaBackend::mla_attention(const Tensor& q_latent, const Tensor& q_rope, co
   const kernels::MlaPlan plan = kernels::plan_mla_attention(
       n, tables.dim(0), static_cast<int>(n_heads), tables.dim(1) * batch.block_size, n_sms());
   kernels::MlaAttentionParams p{};
+  p.latent = static_cast<int>(latent);
+  p.rope = static_cast<int>(rope);
   p.q_latent = q_latent.raw();
   p.q_latent_type = act_type(q_latent, kOp, "q_latent");
   p.q_latent_token_stride = q_latent.stride(0);
@@ -176,12 +173,12 @@ void CudaBackend::mla_attention(const Tensor& q_latent, const Tensor& q_rope, co
   p.out_type = act_type(out, kOp, "out");
   p.out_token_stride = out.stride(0);
   p.out_head_stride = out.stride(1);
-  const int64_t out_floats = kernels::mla_partial_out_floats(plan, n, p.n_heads);
+  const int64_t out_floats = kernels::mla_partial_out_floats(plan, n, p.n_heads, p.latent);
   const int64_t lse_floats = kernels::mla_partial_lse_floats(plan, n, p.n_heads);
   if (out_floats > 0) {
     p.partial_out = static_cast<float*>(
         workspace(static_cast<size_t>(out_floats + lse_floats) * sizeof(float)));
-    p.partial_lse = p.partial_out + out_floats;  // 16-byte aligned: out_floats % 512 == 0
+    p.partial_lse = p.partial_out + out_floats;  // 16-byte aligned: out_floats % 16 == 0
   }
   MS_CUDA_CHECK(cudaSetDevice(device_));
   MS_CUDA_CHECK(kernels::launch_mla_attention(p, plan, stream_->get()));

@@ -42,16 +42,6 @@ void check_weight(const Tensor& w, const char* op, const char* arg) {
            " has a strided innermost dim");
 }
 
-// The GEMM kernels copy 16-byte chunks: k, every stride and the base address must allow it.
-void check_16b(const Tensor& t, int64_t k, std::initializer_list<int64_t> strides, const char* op,
-               const char* arg) {
-  const int64_t elems = 16 / (dtype_bits(t.dtype()) / 8);
-  bool ok = k % 8 == 0 && reinterpret_cast<uintptr_t>(t.raw()) % 16 == 0;
-  for (int64_t s : strides) ok = ok && s % elems == 0;
-  MS_CHECK(ok, "CudaBackend::", op, ": ", arg, " ", t.describe(),
-           " must have k a multiple of 8, 16-byte aligned rows and a 16-byte aligned start");
-}
-
 }  // namespace
 
 #if !MOESERVE_CUDA_EMULATED
@@ -209,17 +199,18 @@ void CudaBackend::linear(const Tensor& x, const Tensor& w, const Tensor& out) {
            "CudaBackend::linear: x ", x.describe(), ", w ", w.describe(), ", out ", out.describe());
   const int64_t n = xr.n_rows, k = xr.width, m = w.dim(0);
   check_int_dims("linear", {n, m, k});
-  check_16b(x, k, {xr.row_stride}, "linear", "x");
-  check_16b(w, k, {w.stride(0)}, "linear", "w");
+  const kernels::GemmParams p =
+      gemm_params(x, xr.row_stride, w, w.stride(0), out, orows.row_stride, n, m, k);
 #if !MOESERVE_CUDA_EMULATED
-  if (n >= kCublasLtMinRows && x.dtype() == DType::kBF16 && w.dtype() == DType::kBF16) {
+  // cuBLASLt for aligned shapes only (its heuristic's algorithms assume aligned operands).
+  if (n >= kCublasLtMinRows && x.dtype() == DType::kBF16 && w.dtype() == DType::kBF16 &&
+      kernels::gemm_aligned(p) && reinterpret_cast<uintptr_t>(out.raw()) % 16 == 0) {
     MS_CUDA_CHECK(cudaSetDevice(device_));
     if (!cublaslt_) cublaslt_ = std::make_shared<CublasLtGemm>();
     if (cublaslt_->run(x, w, out, stream_->get())) return;
   }
 #endif
-  run_gemm(gemm_params(x, xr.row_stride, w, w.stride(0), out, orows.row_stride, n, m, k),
-           kernels::plan_gemm(n, m, k, 1, n_sms()));
+  run_gemm(p, kernels::plan_gemm(n, m, k, 1, n_sms()));
 }
 
 void CudaBackend::head_linear(const Tensor& x, const Tensor& w, const Tensor& out) {
@@ -236,8 +227,6 @@ void CudaBackend::head_linear(const Tensor& x, const Tensor& w, const Tensor& ou
            "CudaBackend::head_linear: x ", x.describe(), ", w ", w.describe(), ", out ",
            out.describe());
   check_int_dims("head_linear", {n, heads, m, k});
-  check_16b(x, k, {x.stride(0), x.stride(1)}, "head_linear", "x");
-  check_16b(w, k, {w.stride(0), w.stride(1)}, "head_linear", "w");
   kernels::GemmParams p = gemm_params(x, x.stride(0), w, w.stride(1), out, out.stride(0), n, m, k);
   p.batch = static_cast<int>(heads);
   p.x_batch_stride = x.stride(1);
@@ -259,8 +248,6 @@ void CudaBackend::gate_up_silu(const Tensor& x, const Tensor& w_gate_up, const T
            "CudaBackend::gate_up_silu: x ", x.describe(), ", w_gate_up ", w_gate_up.describe(),
            ", out ", out.describe());
   check_int_dims("gate_up_silu", {n, 2 * f, k});
-  check_16b(x, k, {xr.row_stride}, "gate_up_silu", "x");
-  check_16b(w_gate_up, k, {w_gate_up.stride(0)}, "gate_up_silu", "w_gate_up");
   // Fused: the scratch the composition needs is never written.
   kernels::GemmParams p = gemm_params(x, xr.row_stride, w_gate_up, w_gate_up.stride(0), out,
                                       orows.row_stride, n, 2 * f, k);
@@ -296,11 +283,6 @@ void CudaBackend::moe_ffn(const Tensor& x, const Tensor& topk_ids, const Tensor&
            "CudaBackend::moe_ffn: ", n_experts, " experts; the router kernel holds at most ",
            kernels::kMoeMaxExperts);
   check_int_dims("moe_ffn", {n * top_k, 2 * f, d});
-  check_16b(x, d, {xr.row_stride}, "moe_ffn", "x");
-  check_16b(w_gate_up, d, {w_gate_up.stride(0), w_gate_up.stride(1)}, "moe_ffn", "w_gate_up");
-  check_16b(w_down, f, {w_down.stride(0), w_down.stride(1)}, "moe_ffn", "w_down");
-  MS_CHECK(orows.row_stride % 4 == 0 && reinterpret_cast<uintptr_t>(out.raw()) % 16 == 0,
-           "CudaBackend::moe_ffn: out ", out.describe(), " must have 16-byte aligned rows");
   if (n == 0) return;
 
   // A few rows per expert (decode) take the 16-row tiles; prefill the 128-row ones.
