@@ -13,7 +13,7 @@
 namespace moeserve {
 namespace {
 
-constexpr double kFraction = 1.0 / 256;  // 64 MiB of the emulator's 16 GiB device
+constexpr double kFraction = 1.0 / 256;  // 16 MiB of the emulator's 4 GiB device
 
 TEST(CudaMemoryTest, PoolIsTheConfiguredShareAndTensorsReturnToIt) {
   if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";

@@ -29,7 +29,7 @@ namespace {
 // expert routing is discrete and a near-tie can flip.
 constexpr double kMaxRelError = 5e-2;
 constexpr int kRoutingFlipRows = 1;
-constexpr double kPoolFraction = 1.0 / 64;  // 256 MiB of the emulator's 16 GiB device
+constexpr double kPoolFraction = 1.0 / 32;  // 128 MiB of the emulator's 4 GiB device
 
 class CudaModelTest : public ::testing::TestWithParam<std::string> {};
 

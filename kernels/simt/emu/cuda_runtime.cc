@@ -22,6 +22,10 @@ struct EmuEvent {
   bool recorded;
 };
 
+// The emulated device's memory size. Small, since it is host memory: a backend that
+// reserves a share of it at start-up (the CUDA backend's pool) maps that much of the heap.
+constexpr size_t kDeviceBytes = size_t{4} << 30;
+
 // "Device" memory is host heap, 256-byte aligned like cudaMalloc's.
 cudaError_t allocate(void** p, size_t size) {
   if (p == nullptr) return cudaErrorInvalidValue;
@@ -64,7 +68,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
   std::strncpy(prop->name, "moeserve SIMT emulator", sizeof prop->name - 1);
   prop->major = 9;  // the emulated instructions are sm_90's
   prop->minor = 0;
-  prop->totalGlobalMem = size_t{16} << 30;
+  prop->totalGlobalMem = kDeviceBytes;
   prop->sharedMemPerBlock = 48 * 1024;
   prop->sharedMemPerBlockOptin = 227 * 1024;
   prop->warpSize = 32;
@@ -124,7 +128,7 @@ cudaError_t cudaFreeHost(void* p) {
 }
 cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
   if (free_bytes == nullptr || total_bytes == nullptr) return record(cudaErrorInvalidValue);
-  *total_bytes = size_t{16} << 30;
+  *total_bytes = kDeviceBytes;
   *free_bytes = *total_bytes;
   return cudaSuccess;
 }

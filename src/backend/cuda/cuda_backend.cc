@@ -47,9 +47,10 @@ int cuda_device_count() {
   return n;
 }
 
-StatusOr<std::unique_ptr<Backend>> create_cuda_backend(double /*memory_fraction*/) {
-  return absl::FailedPreconditionError(
-      "the CUDA backend has not run a whole model yet; use --backend cpu");
+StatusOr<std::unique_ptr<Backend>> create_cuda_backend(double memory_fraction) {
+  ASSIGN_OR_RETURN(std::unique_ptr<CudaBackend> backend,
+                   CudaBackend::create(0, {.memory_fraction = memory_fraction}));
+  return std::unique_ptr<Backend>(std::move(backend));
 }
 
 StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::create(int device, const CudaOptions& options) {

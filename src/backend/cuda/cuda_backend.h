@@ -3,9 +3,8 @@
 //
 // Every op has a kernel: the elementwise ops, norms, rope, the KV-cache writes, MLA
 // attention, the GEMM-shaped ops (linear, head_linear, gate_up_silu, moe_ffn), gating and
-// sampling (moe_gate, log_softmax_topk, sample). No whole model has run on this backend
-// yet, so create_cuda_backend() still refuses to build one and no user path can reach it;
-// tests construct CudaBackend directly.
+// sampling (moe_gate, log_softmax_topk, sample), and every golden checkpoint runs whole on
+// it (tests/gpu/cuda_model_test.cc), so `--backend cuda` and `auto` with a GPU use it.
 //
 // This header includes no CUDA headers, so plain C++ code (backend.cc, tests)
 // can use it.
@@ -24,8 +23,8 @@ namespace moeserve {
 // no device, or any other CUDA error.
 int cuda_device_count();
 
-// The backend for `create_backend("cuda"/"auto")`. For now always
-// FailedPrecondition: no whole model has run on the CUDA backend yet.
+// The backend for `create_backend("cuda"/"auto")`: device 0, its pool `memory_fraction` of
+// the device's memory.
 StatusOr<std::unique_ptr<Backend>> create_cuda_backend(double memory_fraction);
 
 class CudaStream;    // RAII cudaStream_t (cuda_internal.h)
@@ -52,8 +51,8 @@ class CudaBackend final : public Backend {
 
   std::string name() const override { return "cuda"; }
   Device device() const override { return Device::kCuda; }
-  // Every op has a kernel, but no whole model has run on this backend yet (issue #5).
-  bool runs_models() const override { return false; }
+  // Every op has a kernel; every golden checkpoint runs whole (tests/gpu/cuda_model_test).
+  bool runs_models() const override { return true; }
   // Every op takes each activation tensor as F32 or BF16; models run BF16 by default.
   bool supports_activation_dtype(DType dtype) const override {
     return dtype == DType::kF32 || dtype == DType::kBF16;
