@@ -103,10 +103,10 @@ int main(int argc, char** argv) {
   std::printf("%-64s %10s %9s %9s %8s %8s\n", "case", "us/run", "GB/s", "TFLOP/s", "%copy",
               "%cuBLAS");
 
-  std::vector<OpCase> cases = backend_op_cases();
-  if (targets) {
-    for (OpCase& c : benchmark_op_cases()) cases.push_back(std::move(c));
-  }
+  // The target shapes first: the most telling figures, printed before any timeout.
+  std::vector<OpCase> cases;
+  if (targets) cases = benchmark_op_cases();
+  for (OpCase& c : backend_op_cases()) cases.push_back(std::move(c));
   int n_run = 0;
   for (const OpCase& c : cases) {
     if (!filter.empty() && c.name.find(filter) == std::string::npos) continue;
