@@ -113,8 +113,8 @@ int main(int argc, char** argv) {
     if (!be.supports(c.op, c.dtype) || !be.supports_activation_dtype(c.act)) continue;
     const OpResult shape = run_op_case(be, c, 1, /*run=*/false);
     if (max_bytes > 0 && shape.bytes > max_bytes) continue;
-    const double t = median_op_case_seconds(
-        be, c, [&](const std::function<void()>& run) { return dev.time(run); }, 1, runs, seconds);
+    const double t = median(time_op_case_runs(
+        be, c, [&](const std::function<void()>& run) { return dev.time(run); }, 1, runs, seconds));
     const double gbs = shape.bytes / t / 1e9, flops = shape.flops / t;
     char of_lib[16] = "-";
     if (is_gemm(c.op) && c.dtype == DType::kBF16) {

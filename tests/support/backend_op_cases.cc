@@ -1,7 +1,6 @@
 #include "tests/support/backend_op_cases.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <functional>
 #include <random>
@@ -750,25 +749,8 @@ OpResult run_op_case(Backend& be, const OpCase& c, uint64_t seed, bool run) {
   return {to_f32_vector(host), p.bytes, p.flops};
 }
 
-double time_op_case(Backend& be, const OpCase& c, double min_seconds) {
-  using Clock = std::chrono::steady_clock;
-  Prepared p = prepare(be, c, 1);
-  p.run();
-  be.synchronize();
-  int64_t n = 0;
-  const Clock::time_point start = Clock::now();
-  double elapsed = 0;
-  do {
-    p.run();
-    be.synchronize();
-    ++n;
-    elapsed = std::chrono::duration<double>(Clock::now() - start).count();
-  } while (elapsed < min_seconds);
-  return elapsed / static_cast<double>(n);
-}
-
-double median_op_case_seconds(Backend& be, const OpCase& c, const RunTimer& time_run, int n_warmup,
-                              int min_runs, double min_seconds) {
+std::vector<double> time_op_case_runs(Backend& be, const OpCase& c, const RunTimer& time_run,
+                                      int n_warmup, int min_runs, double min_seconds) {
   Prepared p = prepare(be, c, 1);
   for (int i = 0; i < n_warmup; ++i) time_run(p.run);
   std::vector<double> t;
@@ -777,9 +759,7 @@ double median_op_case_seconds(Backend& be, const OpCase& c, const RunTimer& time
     t.push_back(time_run(p.run));
     sum += t.back();
   }
-  std::sort(t.begin(), t.end());
-  const size_t n = t.size();
-  return n % 2 == 1 ? t[n / 2] : (t[n / 2 - 1] + t[n / 2]) / 2;
+  return t;
 }
 
 double max_rel_error(const std::vector<float>& a, const std::vector<float>& b) {

@@ -47,18 +47,14 @@ OpResult run_op_case(Backend& be, const OpCase& c, uint64_t seed, bool run = tru
 // expert widths (which real CUDA builds send to cuBLASLt).
 std::vector<OpCase> benchmark_op_cases();
 
-// Seconds per run of `c` on `be`, timed over at least `min_seconds` after one
-// warm-up run (inputs prepared once).
-double time_op_case(Backend& be, const OpCase& c, double min_seconds);
-
 // Runs its argument (work queued on a backend) and returns the seconds it took, waited for.
 using RunTimer = std::function<double(const std::function<void()>& run)>;
 
-// The median seconds per run of `c` on `be` (inputs prepared once): `n_warmup` untimed runs,
+// Seconds of each timed run of `c` on `be` (inputs prepared once): `n_warmup` untimed runs,
 // then runs each timed by `time_run` until there are at least `min_runs` and their sum is at
 // least `min_seconds`.
-double median_op_case_seconds(Backend& be, const OpCase& c, const RunTimer& time_run, int n_warmup,
-                              int min_runs, double min_seconds);
+std::vector<double> time_op_case_runs(Backend& be, const OpCase& c, const RunTimer& time_run,
+                                      int n_warmup, int min_runs, double min_seconds);
 
 // max |a - b| / max |b|.
 double max_rel_error(const std::vector<float>& a, const std::vector<float>& b);
