@@ -26,6 +26,18 @@ namespace {
 // The prefill shape of the cuBLAS baseline: 4,096 tokens through the experts' gate/up width.
 constexpr int64_t kLibN = 4096, kLibK = 2048, kLibM = 2816;
 
+// The target for a benchmark_op_cases() row: the percent of copy bandwidth (MLA
+// decode) or of the cuBLAS rate (the GEMMs) it must reach.
+struct Target {
+  bool of_copy = false;  // else of cuBLAS
+  double percent = 0;
+};
+Target target_of(const OpCase& c) {
+  if (c.op == Op::kMlaAttention) return {true, 80};
+  if (c.op == Op::kMoeFfn) return {false, 60};
+  return {false, 90};  // the dense product goes to cuBLASLt itself: a check of the baseline
+}
+
 bool is_gemm(Op op) {
   return op == Op::kLinear || op == Op::kHeadLinear || op == Op::kGateUpSilu || op == Op::kMoeFfn;
 }
@@ -106,9 +118,11 @@ int main(int argc, char** argv) {
   // The target shapes first: the most telling figures, printed before any timeout.
   std::vector<OpCase> cases;
   if (targets) cases = benchmark_op_cases();
+  const size_t n_targets = cases.size();
   for (OpCase& c : backend_op_cases()) cases.push_back(std::move(c));
   int n_run = 0;
-  for (const OpCase& c : cases) {
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const OpCase& c = cases[i];
     if (!filter.empty() && c.name.find(filter) == std::string::npos) continue;
     if (!be.supports(c.op, c.dtype) || !be.supports_activation_dtype(c.act)) continue;
     const OpResult shape = run_op_case(be, c, 1, /*run=*/false);
@@ -124,8 +138,17 @@ int main(int argc, char** argv) {
         std::snprintf(of_lib, sizeof(of_lib), "n/a");
       }
     }
-    std::printf("%-64s %10.1f %9.2f %9.3f %7.1f%% %8s\n", c.name.c_str(), t * 1e6, gbs,
-                flops / 1e12, 100.0 * shape.bytes / t / copy_bw, of_lib);
+    const double of_copy = 100.0 * shape.bytes / t / copy_bw;
+    std::printf("%-64s %10.1f %9.2f %9.3f %7.1f%% %8s", c.name.c_str(), t * 1e6, gbs, flops / 1e12,
+                of_copy, of_lib);
+    if (i < n_targets) {
+      const Target target = target_of(c);
+      const double got = target.of_copy ? of_copy : lib.ok() ? 100.0 * flops / *lib : 0;
+      std::printf("  target >= %.0f%% of %s: %s", target.percent,
+                  target.of_copy ? "copy" : "cuBLAS",
+                  target.of_copy || lib.ok() ? verdict(dev, got, target.percent) : "no cuBLAS");
+    }
+    std::printf("\n");
     std::fflush(stdout);
     ++n_run;
   }

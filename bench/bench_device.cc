@@ -36,6 +36,11 @@ bool parse_int_list(const std::string& s, std::vector<int>* out) {
   return !out->empty();
 }
 
+const char* verdict(const BenchDevice& dev, double percent, double target_percent) {
+  if (!dev.is_gpu()) return "not judged off a GPU";
+  return percent >= target_percent ? "met" : "MISSED";
+}
+
 double BenchDevice::median_seconds(const std::function<void()>& run, int n_warmup, int n_runs) {
   for (int i = 0; i < n_warmup; ++i) time(run);
   std::vector<double> t;
@@ -56,6 +61,7 @@ class CpuBenchDevice final : public BenchDevice {
     return absl::StrCat("CPU backend, ", cpu_.n_threads(), " threads");
   }
   bool is_cuda() const override { return false; }
+  bool is_gpu() const override { return false; }
 
   double time(const std::function<void()>& run) override {
     const auto t0 = Clock::now();
@@ -151,6 +157,7 @@ class CudaBenchDevice final : public BenchDevice {
 #endif
   }
   bool is_cuda() const override { return true; }
+  bool is_gpu() const override { return !MOESERVE_CUDA_EMULATED; }
 
   double time(const std::function<void()>& run) override { return cuda_->time_on_stream(run); }
 

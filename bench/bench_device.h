@@ -29,6 +29,9 @@ class BenchDevice {
   virtual Backend& backend() = 0;
   virtual std::string describe() const = 0;  // "CPU backend, 2 threads", "CUDA backend (…)"
   virtual bool is_cuda() const = 0;
+  // A real GPU (not the CPU, not the SIMT emulator): only its figures are judged against the
+  // targets (docs/testing.md, "Benchmarks").
+  virtual bool is_gpu() const = 0;
 
   // Seconds of the work `run` queues on the backend, waited for.
   virtual double time(const std::function<void()>& run) = 0;
@@ -48,6 +51,10 @@ class BenchDevice {
 };
 
 double median(std::vector<double> values);
+
+// "met" or "MISSED" for `percent` against `target_percent` on a GPU; "not judged off a GPU"
+// elsewhere.
+const char* verdict(const BenchDevice& dev, double percent, double target_percent);
 
 // "1,8,32" -> {1, 8, 32}; false when an entry is not a positive integer.
 bool parse_int_list(const std::string& s, std::vector<int>* out);

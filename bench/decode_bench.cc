@@ -373,6 +373,12 @@ bool time_decode(DeepseekV2Model& model, CountingBackend& be, BenchDevice& dev, 
                 steps_per_s, steps_per_s * batch, bytes / 1e6, bytes * steps_per_s / 1e9, bound,
                 100.0 * steps_per_s / bound);
     if (read_bw > 0) std::printf(" %9.1f%%", 100.0 * steps_per_s / (read_bw / bytes));
+    // The targets: batch 1 at 75 % of its bound, batch 128 at 60 %.
+    if (batch == 1 || batch == 128) {
+      const double target = batch == 1 ? 75 : 60;
+      std::printf("  target >= %.0f%% of bound: %s", target,
+                  verdict(dev, 100.0 * steps_per_s / bound, target));
+    }
     std::printf("\n");
     std::fflush(stdout);
   }
