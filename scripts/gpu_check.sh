@@ -13,8 +13,10 @@
 #   2. build only what the later steps run (the gpu-labelled tests and the benchmarks);
 #   3. ctest -L gpu (but the whole-model tests);
 #   4. whole-model agreement tests (tests/gpu binaries named *model*), if present;
-#   5. bench/backend_ops_bench --backend cuda;
-#   6. a decode benchmark (target decode_bench) at batch 1, 8, 32, 128, 256, if present;
+#   5. bench/backend_ops_bench --backend cuda (the target shapes first, then the op table;
+#      GB/s and TFLOP/s beside the D2D copy bandwidth and cuBLASLt's BF16 rate);
+#   6. bench/decode_bench --backend cuda (the V2-Lite-shaped model) at batch 1, 8, 32, 128,
+#      256 (a step and a log per batch size);
 #   7. compute-sanitizer memcheck, then racecheck, on each other tests/gpu binary.
 # Writes report.md and report.json (one entry per step: name, status, seconds, log file)
 # and the step logs under the out dir. Exit status: 0 if every step passed or was skipped,
@@ -133,7 +135,7 @@ if [[ -x "${build}/bench/decode_bench" ]]; then
       --batch "${batch}"
   done
 else
-  skip_step decode_bench "no decode benchmark (bench/decode_bench) yet"
+  skip_step decode_bench "not built"
 fi
 
 sanitizer="$(command -v compute-sanitizer || true)"

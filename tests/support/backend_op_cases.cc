@@ -1,7 +1,6 @@
 #include "tests/support/backend_op_cases.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <functional>
 #include <random>
@@ -720,6 +719,22 @@ std::vector<OpCase> backend_op_cases() {
   return c;
 }
 
+std::vector<OpCase> benchmark_op_cases() {
+  constexpr DType kBf16 = DType::kBF16;
+  constexpr double kMlaTol = 5e-3, kBf16Act = 1e-2;
+  std::vector<OpCase> c;
+  // MLA decode: 128 sequences of 4,096 cached positions, blocks of 64; V2-Lite and V3 heads.
+  for (int64_t heads : {16, 128}) {
+    c.push_back(make(Op::kMlaAttention, kBf16, {128, 4096, heads, 512, 64, 64}, kMlaTol, kBf16));
+  }
+  // The grouped expert GEMM at prefill: 4,096 tokens routed top-6 over V2-Lite's 64 experts
+  // (384 rows per expert on average), d 2048, f 1408.
+  c.push_back(make(Op::kMoeFfn, kBf16, {4096, 64, 6, 2048, 1408}, kBf16Act, kBf16));
+  // The dense product at the experts' gate/up width for 4,096 tokens.
+  c.push_back(make(Op::kLinear, kBf16, {4096, 2048, 2816}, kBf16Act, kBf16));
+  return c;
+}
+
 OpResult run_op_case(Backend& be, const OpCase& c, uint64_t seed, bool run) {
   if (!run) {
     const Prepared p = prepare(be, c, seed, /*meta=*/true);
@@ -734,21 +749,17 @@ OpResult run_op_case(Backend& be, const OpCase& c, uint64_t seed, bool run) {
   return {to_f32_vector(host), p.bytes, p.flops};
 }
 
-double time_op_case(Backend& be, const OpCase& c, double min_seconds) {
-  using Clock = std::chrono::steady_clock;
+std::vector<double> time_op_case_runs(Backend& be, const OpCase& c, const RunTimer& time_run,
+                                      int n_warmup, int min_runs, double min_seconds) {
   Prepared p = prepare(be, c, 1);
-  p.run();
-  be.synchronize();
-  int64_t n = 0;
-  const Clock::time_point start = Clock::now();
-  double elapsed = 0;
-  do {
-    p.run();
-    be.synchronize();
-    ++n;
-    elapsed = std::chrono::duration<double>(Clock::now() - start).count();
-  } while (elapsed < min_seconds);
-  return elapsed / static_cast<double>(n);
+  for (int i = 0; i < n_warmup; ++i) time_run(p.run);
+  std::vector<double> t;
+  double sum = 0;
+  while (static_cast<int>(t.size()) < std::max(min_runs, 1) || sum < min_seconds) {
+    t.push_back(time_run(p.run));
+    sum += t.back();
+  }
+  return t;
 }
 
 double max_rel_error(const std::vector<float>& a, const std::vector<float>& b) {

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -39,9 +40,21 @@ struct OpResult {
 // flops), nothing is made or run.
 OpResult run_op_case(Backend& be, const OpCase& c, uint64_t seed, bool run = true);
 
-// Seconds per run of `c` on `be`, timed over at least `min_seconds` after one
-// warm-up run (inputs prepared once).
-double time_op_case(Backend& be, const OpCase& c, double min_seconds);
+// The benchmarks' target shapes (docs/testing.md, "Benchmarks"), too large for the
+// agreement tests: MLA decode over 128 sequences × 4,096 positions (V2-Lite's 16 heads and
+// V3's 128, BF16 cache and activations), the grouped expert GEMM at prefill (moe_ffn, 4,096
+// tokens × 64 experts top-6 at V2-Lite's widths) and the dense prefill product of the same
+// expert widths (which real CUDA builds send to cuBLASLt).
+std::vector<OpCase> benchmark_op_cases();
+
+// Runs its argument (work queued on a backend) and returns the seconds it took, waited for.
+using RunTimer = std::function<double(const std::function<void()>& run)>;
+
+// Seconds of each timed run of `c` on `be` (inputs prepared once): `n_warmup` untimed runs,
+// then runs each timed by `time_run` until there are at least `min_runs` and their sum is at
+// least `min_seconds`.
+std::vector<double> time_op_case_runs(Backend& be, const OpCase& c, const RunTimer& time_run,
+                                      int n_warmup, int min_runs, double min_seconds);
 
 // max |a - b| / max |b|.
 double max_rel_error(const std::vector<float>& a, const std::vector<float>& b);

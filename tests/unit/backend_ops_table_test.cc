@@ -30,6 +30,25 @@ TEST(BackendOpsTableTest, CoversEveryOp) {
   }
 }
 
+// The benchmarks' target shapes (too large to run here): their figures are what the
+// benchmark divides by, so check them against the shapes.
+TEST(BackendOpsTableTest, BenchmarkTargetCasesStateTheirTraffic) {
+  CpuBackend cpu(1);
+  const std::vector<OpCase> cases = benchmark_op_cases();
+  ASSERT_EQ(cases.size(), 4u);
+  for (const OpCase& c : cases) {
+    SCOPED_TRACE(c.name);
+    const OpResult r = run_op_case(cpu, c, 1, /*run=*/false);
+    EXPECT_GT(r.bytes, 0.0);
+    EXPECT_GT(r.flops, 0.0);
+    EXPECT_EQ(c.act, DType::kBF16);
+  }
+  // MLA decode reads each sequence's 4,096 BF16 cache rows of 576 once.
+  EXPECT_EQ(run_op_case(cpu, cases[0], 1, false).bytes, 128.0 * 4096 * 576 * 2);
+  // The grouped GEMM: 4,096 tokens × 6 experts × (2 · 1408 + 1408) × 2048 multiply-adds.
+  EXPECT_EQ(run_op_case(cpu, cases[2], 1, false).flops, 2.0 * 4096 * 6 * 3 * 1408 * 2048);
+}
+
 // Prefill-sized products (above 2e8 flops) are left to the benchmark and the
 // cross-backend test: with one thread (and under ASan) they would dominate.
 TEST(BackendOpsTableTest, CpuAgreesWithItselfAcrossThreadCounts) {

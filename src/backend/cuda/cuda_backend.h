@@ -10,6 +10,7 @@
 // can use it.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -122,6 +123,17 @@ class CudaBackend final : public Backend {
   // (other ranks' experts) and any other id outside [0, E) add nothing.
   void moe_ffn(const Tensor& x, const Tensor& topk_ids, const Tensor& topk_weights,
                const Tensor& w_gate_up, const Tensor& w_down, const Tensor& out) override;
+
+  // ---- measurement, for the benchmarks (bench/; cuda_timing.cc) ------------------------
+  // Device seconds of the work `queue` puts on this backend's stream, between CUDA events
+  // recorded before and after it (so host gaps that leave the stream idle count too); waits
+  // for the second event.
+  double time_on_stream(const std::function<void()>& queue);
+  // out = x · wᵀ by cuBLASLt alone, queued on the stream: the vendor baseline the benchmarks
+  // compare our GEMMs with. x [n, k] and w [m, k] BF16, out [n, m] BF16 or F32, 16-byte
+  // aligned rows. Unimplemented in the emulated build (it has no cuBLASLt); Internal when
+  // cuBLASLt has no algorithm for the shape.
+  Status cublaslt_linear(const Tensor& x, const Tensor& w, const Tensor& out);
 
  private:
   CudaBackend(int device, std::shared_ptr<CudaStream> stream, std::shared_ptr<DevicePool> pool);

@@ -213,6 +213,25 @@ void CudaBackend::linear(const Tensor& x, const Tensor& w, const Tensor& out) {
   run_gemm(p, kernels::plan_gemm(n, m, k, 1, n_sms()));
 }
 
+Status CudaBackend::cublaslt_linear(const Tensor& x, const Tensor& w, const Tensor& out) {
+  MS_CHECK(x.ndim() == 2 && w.ndim() == 2 && out.ndim() == 2 && x.dtype() == DType::kBF16 &&
+               w.dtype() == DType::kBF16 && x.dim(1) == w.dim(1) && out.dim(0) == x.dim(0) &&
+               out.dim(1) == w.dim(0),
+           "CudaBackend::cublaslt_linear: x ", x.describe(), ", w ", w.describe(), ", out ",
+           out.describe());
+#if MOESERVE_CUDA_EMULATED
+  return absl::UnimplementedError("cuBLASLt is not in the emulated build");
+#else
+  MS_CUDA_CHECK(cudaSetDevice(device_));
+  if (!cublaslt_) cublaslt_ = std::make_shared<CublasLtGemm>();
+  if (!cublaslt_->run(x, w, out, stream_->get())) {
+    return absl::InternalError(absl::StrCat("cuBLASLt has no algorithm for x ", x.describe(),
+                                            ", w ", w.describe(), ", out ", out.describe()));
+  }
+  return absl::OkStatus();
+#endif
+}
+
 void CudaBackend::head_linear(const Tensor& x, const Tensor& w, const Tensor& out) {
   check_activation(x, "head_linear", "x");
   check_activation(out, "head_linear", "out");
