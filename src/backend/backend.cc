@@ -127,7 +127,8 @@ StatusOr<std::unique_ptr<Backend>> create_backend(const std::string& kind, int n
   if (kind == "cpu") return std::unique_ptr<Backend>(new CpuBackend(n_threads));
   if (kind == "cuda" || kind == "auto") {
 #ifdef MOESERVE_HAVE_CUDA
-    if (cuda_device_count() > 0) {
+    // The emulated device is a test vehicle, not a GPU: only an explicit `cuda` asks for it.
+    if (cuda_device_count() > 0 && !(kind == "auto" && cuda_is_emulated())) {
       auto cuda = create_cuda_backend(gpu_memory_fraction);
       if (kind == "cuda" || (cuda.ok() && (*cuda)->runs_models())) return cuda;
       if (cuda.ok()) {

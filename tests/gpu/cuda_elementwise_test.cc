@@ -214,11 +214,15 @@ TEST_F(CudaElementwiseTest, GatherRowsMatchesCpu) {
   }
 }
 
-// `auto` must not pick a backend that would abort on the first forward pass.
-TEST_F(CudaElementwiseTest, AutoPicksCudaOnlyWhenItRunsModels) {
+// `auto` picks a real GPU's backend (it runs models), never the emulator's device.
+TEST_F(CudaElementwiseTest, AutoPicksARealGpuOnly) {
   auto backend = create_backend("auto", 1);
   ASSERT_TRUE(backend.ok()) << backend.status();
-  EXPECT_EQ((*backend)->name(), cuda_->runs_models() ? "cuda" : "cpu");
+  EXPECT_TRUE(cuda_->runs_models());
+  EXPECT_EQ((*backend)->name(), cuda_is_emulated() ? "cpu" : "cuda");
+  auto explicit_cuda = create_backend("cuda", 1, 1.0 / 64);
+  ASSERT_TRUE(explicit_cuda.ok()) << explicit_cuda.status();
+  EXPECT_EQ((*explicit_cuda)->name(), "cuda");
 }
 
 }  // namespace

@@ -47,6 +47,8 @@ int cuda_device_count() {
   return n;
 }
 
+bool cuda_is_emulated() { return MOESERVE_CUDA_EMULATED != 0; }
+
 StatusOr<std::unique_ptr<Backend>> create_cuda_backend(double memory_fraction) {
   ASSIGN_OR_RETURN(std::unique_ptr<CudaBackend> backend,
                    CudaBackend::create(0, {.memory_fraction = memory_fraction}));

@@ -23,6 +23,8 @@ namespace moeserve {
 // Number of CUDA devices visible to this process; 0 when there is no driver,
 // no device, or any other CUDA error.
 int cuda_device_count();
+// Whether this build runs the CUDA backend on the SIMT emulator's runtime (MOESERVE_CUDA_EMU).
+bool cuda_is_emulated();
 
 // The backend for `create_backend("cuda"/"auto")`: device 0, its pool `memory_fraction` of
 // the device's memory.
