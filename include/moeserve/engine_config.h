@@ -42,6 +42,9 @@ struct EngineConfig {
   bool enable_chunked_prefill = true;
   bool enable_prefix_caching = true;
   std::string scheduling_policy = "fcfs";  // fcfs or priority
+  // Run every step eagerly: no CUDA graphs for decode steps (which the engine otherwise
+  // captures per batch-size bucket on a backend that supports them, docs/cuda_backend.md).
+  bool enforce_eager = false;
 
   bool log_steps = false;  // one debug log line per engine step (batch composition)
 

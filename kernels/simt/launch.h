@@ -32,7 +32,10 @@ LaunchResult launch(const LaunchConfig& config, void (*kernel)(Params), const Pa
       [](emu::ErasedKernel k, const void* p) {
         reinterpret_cast<void (*)(Params)>(k)(*static_cast<const Params*>(p));
       },
-      reinterpret_cast<emu::ErasedKernel>(kernel), &params};
+      reinterpret_cast<emu::ErasedKernel>(kernel), &params,
+      [](const void* p) -> std::shared_ptr<const void> {
+        return std::make_shared<const Params>(*static_cast<const Params*>(p));
+      }};
   return emu::run_grid(config, thunk);
 #endif
 }

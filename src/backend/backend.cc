@@ -32,6 +32,18 @@ const char* op_name(Op op) {
   return "?";
 }
 
+Status Backend::begin_capture() {
+  return absl::UnimplementedError(absl::StrCat("the ", name(), " backend has no graphs"));
+}
+
+StatusOr<std::unique_ptr<GraphHandle>> Backend::end_capture() {
+  return absl::UnimplementedError(absl::StrCat("the ", name(), " backend has no graphs"));
+}
+
+Status Backend::replay(const GraphHandle&) {
+  return absl::UnimplementedError(absl::StrCat("the ", name(), " backend has no graphs"));
+}
+
 Tensor Backend::prepare_weight(const Tensor& host) {
   Tensor dev = alloc(host.dtype(), host.shape());
   copy(host, dev);

@@ -82,6 +82,12 @@ enum class Op : uint8_t {
 };
 const char* op_name(Op op);
 
+// Work recorded by Backend::end_capture (a CUDA graph), replayed by Backend::replay.
+class GraphHandle {
+ public:
+  virtual ~GraphHandle() = default;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -131,6 +137,23 @@ class Backend {
   // The backend bytes prepare_weight(host) takes, block scales included: what
   // the memory plan counts before anything is loaded.
   virtual int64_t prepared_bytes(const Tensor& host) const;
+
+  // ---- graphs -------------------------------------------------------------------
+  // Whether begin_capture / end_capture / replay work here (CUDA graphs); false by default,
+  // and then callers run everything eagerly.
+  virtual bool supports_graphs() const { return false; }
+  // From here to end_capture the backend's ops are recorded, not run: the caller must not read
+  // their results, copy to the host, synchronize, or allocate staging memory (a GPU refuses it
+  // and the capture fails), and the tensors the ops use must still be there, at the same
+  // addresses, whenever the graph is replayed. FailedPrecondition if already capturing;
+  // Unimplemented without supports_graphs().
+  virtual Status begin_capture();
+  // The work recorded since begin_capture; FailedPrecondition naming the cause when the capture
+  // broke (an illegal call, a workspace that had to grow).
+  virtual StatusOr<std::unique_ptr<GraphHandle>> end_capture();
+  // Runs a graph of this backend's, asynchronously like any op: the data it reads is what its
+  // tensors hold when it runs.
+  virtual Status replay(const GraphHandle& graph);
 
   // ---- ops ----------------------------------------------------------------------
   // out[i, :] = src[indices[i], :]. src: [n_rows, d] (any weight dtype);

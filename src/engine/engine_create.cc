@@ -188,8 +188,13 @@ StatusOr<std::unique_ptr<Engine>> create_engine(const EngineConfig& config, Step
   sc.policy =
       config.scheduling_policy == "priority" ? SchedulePolicy::kPriority : SchedulePolicy::kFcfs;
   ASSIGN_OR_RETURN(Scheduler scheduler, Scheduler::create(sc));
-  auto cache = std::make_unique<KvCache>(*backend, loaded.num_hidden_layers, info.n_kv_blocks,
-                                         config.block_size, model->kv_row_width(), kv_dtype);
+  // Decode steps as CUDA graphs pad to their bucket on a scratch block the scheduler never
+  // hands out (model/decode_graphs.h).
+  const bool graphs = !config.enforce_eager && backend->supports_graphs();
+  if (graphs) model->enable_decode_graphs();
+  auto cache =
+      std::make_unique<KvCache>(*backend, loaded.num_hidden_layers, info.n_kv_blocks,
+                                config.block_size, model->kv_row_width(), kv_dtype, graphs);
   mem.weights = model->weight_bytes().total();
   mem.weights_detail = model->weight_bytes().describe();
   mem.kv_cache = cache->n_bytes();
@@ -204,6 +209,10 @@ StatusOr<std::unique_ptr<Engine>> create_engine(const EngineConfig& config, Step
   MS_LOG_INFO("engine: {} activation arena {} for steps of up to {} tokens and {} sequences",
               dtype_name(act_dtype), format_bytes(mem.activations), config.max_num_batched_tokens,
               config.max_num_seqs);
+  MS_LOG_INFO("engine: decode steps {}",
+              model->decode_graphs_active() ? "as CUDA graphs per batch-size bucket"
+              : config.enforce_eager        ? "eager (enforce_eager)"
+                                            : "eager (the backend has no graphs)");
   return start_engine(EngineParts{.config = config,
                                   .backend = std::move(backend),
                                   .model = std::move(model),

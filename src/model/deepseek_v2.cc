@@ -229,6 +229,7 @@ void DeepseekV2Model::reserve(const StepLimits& limits) {
   const int64_t arena = activation_bytes(rank_config(config_, tp_size_), limits.max_tokens,
                                          limits.max_logits, limits.activations);
   ctx_ = std::make_unique<StepContext>(backend_, limits, arena);
+  reset_graphs();
   MS_LOG_DEBUG(
       "model: step context for {} tokens, {} sequences, {} logit rows: {} arena of {} bytes",
       limits.max_tokens, limits.max_seqs, limits.max_logits, dtype_name(limits.activations), arena);
@@ -329,8 +330,78 @@ StatusOr<Tensor> DeepseekV2Model::forward(StepContext& ctx, const KvCache& cache
 }
 
 StatusOr<Tensor> DeepseekV2Model::forward(const ForwardBatch& batch, const KvCache& cache) {
+  if (const std::optional<int> bucket = graph_bucket(batch, cache)) {
+    return forward_graph(batch, cache, *bucket);
+  }
   ASSIGN_OR_RETURN(StepContext * ctx, plan(batch, cache));
   return forward(*ctx, cache);
+}
+
+void DeepseekV2Model::enable_decode_graphs(int max_graph_batch) {
+  MS_CHECK(max_graph_batch >= 1, "model: max_graph_batch ", max_graph_batch);
+  max_graph_batch_ = max_graph_batch;
+  reset_graphs();
+}
+
+void DeepseekV2Model::reset_graphs() {
+  graphs_.reset();
+  if (max_graph_batch_ == 0 || ctx_ == nullptr || !backend_.supports_graphs() || tp_ != nullptr ||
+      ep_ != nullptr) {
+    return;
+  }
+  const StepLimits& l = ctx_->limits();
+  const int64_t max_rows = std::min({l.max_seqs, l.max_tokens, l.max_logits});
+  if (max_rows < 1 || l.max_blocks / l.max_seqs < 1) return;
+  graphs_ =
+      std::make_unique<DecodeGraphs>(GraphBucketConfig{.max_num_seqs = static_cast<int>(max_rows),
+                                                       .max_graph_batch = max_graph_batch_},
+                                     static_cast<int>(l.max_blocks / l.max_seqs));
+}
+
+std::optional<int> DeepseekV2Model::graph_bucket(const ForwardBatch& batch,
+                                                 const KvCache& cache) const {
+  if (graphs_ == nullptr || cache.scratch_block() < 0 || !is_decode_step(batch) ||
+      batch.max_blocks > graphs_->max_blocks()) {
+    return std::nullopt;
+  }
+  return graphs_->buckets().bucket_for(batch.n_seqs);
+}
+
+StatusOr<Tensor> DeepseekV2Model::forward_graph(const ForwardBatch& batch, const KvCache& cache,
+                                                int bucket) {
+  RETURN_IF_ERROR(validate(batch, cache));
+  graphs_->use_cache(cache.layer(0).raw());
+  ctx_->upload(pad_decode_batch(batch, bucket, graphs_->max_blocks(), cache.scratch_block(),
+                                cache.block_size()),
+               cache.block_size());
+  DecodeGraphs::Bucket& b = graphs_->bucket(bucket);
+  Tensor logits;
+  if (!b.warmed || b.failed) {
+    ASSIGN_OR_RETURN(logits, forward(*ctx_, cache));
+    b.warmed = true;
+  } else {
+    if (b.graph == nullptr) {
+      RETURN_IF_ERROR(backend_.begin_capture());
+      StatusOr<Tensor> captured = forward(*ctx_, cache);
+      StatusOr<std::unique_ptr<GraphHandle>> graph = backend_.end_capture();
+      RETURN_IF_ERROR(captured.status());
+      if (!graph.ok()) {
+        MS_LOG_WARN("model: decode steps of {} rows run eagerly: {}", bucket,
+                    graph.status().ToString());
+        b.failed = true;
+        ctx_->arena().reset();  // the eager run takes the same views again
+        ASSIGN_OR_RETURN(logits, forward(*ctx_, cache));
+        return logits.slice(0, 0, batch.n_seqs);
+      }
+      b.graph = *std::move(graph);
+      b.logits = *captured;
+      ++n_graph_captures_;
+      MS_LOG_DEBUG("model: captured the decode graph of {} rows", bucket);
+    }
+    RETURN_IF_ERROR(backend_.replay(*b.graph));
+    logits = b.logits;
+  }
+  return logits.slice(0, 0, batch.n_seqs);  // padding rows' logits are never returned
 }
 
 }  // namespace moeserve

@@ -8,10 +8,12 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "backend/backend.h"
+#include "model/decode_graphs.h"
 #include "model/deepseek_weights.h"
 #include "model/forward_batch.h"
 #include "model/kv_cache.h"
@@ -100,8 +102,18 @@ class DeepseekV2Model {
   // arena valid until the next plan(). Fails only when a tensor-parallel
   // all-reduce does (a peer died or stalled).
   StatusOr<Tensor> forward(StepContext& ctx, const KvCache& cache);
-  // plan() then forward().
+  // plan() then forward(); or, for a decode step with graphs on (below), the bucket's graph.
   StatusOr<Tensor> forward(const ForwardBatch& batch, const KvCache& cache);
+
+  // Runs decode steps as graphs, one per batch-size bucket up to max_graph_batch sequences
+  // (model/decode_graphs.h), where the backend supports_graphs, the model is one rank, a
+  // context is reserved (its max_blocks / max_seqs columns per sequence) and the KV cache has a
+  // scratch block; every other step stays eager. Logits are the same as eager ones wherever
+  // the kernels chosen for the padded shape are (docs/cuda_backend.md, "CUDA graphs").
+  void enable_decode_graphs(int max_graph_batch = 256);
+  bool decode_graphs_active() const { return graphs_ != nullptr; }
+  // Graphs captured so far: each bucket once, while the context and the cache stay the same.
+  int64_t n_graph_captures() const { return n_graph_captures_; }
 
  private:
   struct DecoderLayer {
@@ -114,6 +126,10 @@ class DeepseekV2Model {
   };
   DeepseekV2Model(ModelConfig config, WeightBytes bytes, Backend& backend);
   Status validate(const ForwardBatch& batch, const KvCache& cache) const;
+  void reset_graphs();  // for a new context
+  // The bucket a step replays, or nullopt: run it eagerly.
+  std::optional<int> graph_bucket(const ForwardBatch& batch, const KvCache& cache) const;
+  StatusOr<Tensor> forward_graph(const ForwardBatch& batch, const KvCache& cache, int bucket);
   Status build_layers(DeepseekWeights weights, const ShardSpec& tp, const ShardSpec& ep);
   // Sums a branch's partial output over `group` (nothing without one).
   Status reduce(const Tensor& y, Communicator* group);
@@ -126,6 +142,9 @@ class DeepseekV2Model {
   std::vector<DecoderLayer> layers_;
   LmHead lm_head_;
   std::unique_ptr<StepContext> ctx_;
+  int max_graph_batch_ = 0;               // 0: decode graphs off
+  std::unique_ptr<DecodeGraphs> graphs_;  // null while off or not possible
+  int64_t n_graph_captures_ = 0;
   Communicator* tp_ = nullptr;  // null: one rank
   Communicator* ep_ = nullptr;
   int tp_size_ = 1;

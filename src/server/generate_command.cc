@@ -38,6 +38,7 @@ constexpr const char* kUsage =
     "  --block-size N       KV-cache block size in tokens (default 64)\n"
     "  --kv-cache-dtype D   bf16 (default) or f32\n"
     "  --activation-dtype D auto (default: the backend's), bf16 or f32\n"
+    "  --enforce-eager      no CUDA graphs for decode steps\n"
     "  --memory-limit-gb G  memory the model must fit in (default: cgroup limit or RAM)\n"
     "  --log-level LEVEL    trace, debug, info (default), warn, error, off\n";
 
@@ -50,6 +51,7 @@ struct GenerateArgs {
   SamplingParams sampling;
   int top_logprobs = 0;
   bool json = false;
+  bool enforce_eager = false;  // no CUDA graphs for decode steps
   std::string backend = "auto";
   int threads = 0;
   int block_size = 64;
@@ -78,8 +80,8 @@ StatusOr<GenerateArgs> parse_args(int argc, char** argv) {
   a.sampling.seed = 0;  // reproducible by default
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
-    if (flag == "--json" || flag == "--ignore-eos") {
-      (flag == "--json" ? a.json : a.ignore_eos) = true;
+    if (flag == "--json" || flag == "--ignore-eos" || flag == "--enforce-eager") {
+      (flag == "--json" ? a.json : flag == "--ignore-eos" ? a.ignore_eos : a.enforce_eager) = true;
       continue;
     }
     if (i + 1 >= argc) return absl::InvalidArgumentError(absl::StrCat(flag, " needs a value"));
@@ -193,6 +195,7 @@ Status generate(const GenerateArgs& a) {
   config.block_size = a.block_size;
   config.kv_cache_dtype = a.kv_cache_dtype;
   config.activation_dtype = a.activation_dtype;
+  config.enforce_eager = a.enforce_eager;
   config.kv_cache_memory_mb = 0;  // room for max_num_seqs sequences of max_model_len
   config.memory_limit_gb = a.memory_limit_gb;
   config.max_num_seqs = 1;

@@ -80,6 +80,8 @@ const Option kOptions[] = {
      MS_FIELD(engine.enable_prefix_caching)},
     {"scheduling_policy", "NAME", "fcfs (by arrival) or priority (lower value first)", nullptr,
      MS_FIELD(engine.scheduling_policy)},
+    {"enforce_eager", nullptr, "run every step eagerly: no CUDA graphs for decode steps", nullptr,
+     MS_FIELD(engine.enforce_eager)},
     {"log_steps", nullptr, "one debug log line per engine step", nullptr,
      MS_FIELD(engine.log_steps)},
     {"host", "ADDR", "address the HTTP and gRPC servers listen on", nullptr, MS_FIELD(host)},

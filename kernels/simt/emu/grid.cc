@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "kernels/simt/emu/block_state.h"
+#include "kernels/simt/emu/capture.h"
 #include "kernels/simt/emu/scheduler.h"
 
 namespace simt::emu {
@@ -184,7 +185,39 @@ namespace {
 LaunchResult run_grid_impl(const LaunchConfig& config, const KernelThunk& thunk);
 }  // namespace
 
-LaunchResult run_grid(const LaunchConfig& config, const KernelThunk& thunk) {
+LaunchResult run_grid(const LaunchConfig& launch_config, const KernelThunk& thunk) {
+  LaunchConfig config = launch_config;
+  if (config.kernel_name == nullptr) config.kernel_name = "?";
+  if (LaunchResult r = validate(config); !r.ok()) {
+    set_last_error(r);
+    return r;
+  }
+  // A capturing stream records the launch: its config, options and a copy of its params.
+  LaunchConfig replay_config = config;
+  replay_config.stream = nullptr;
+  replay_config.emu = nullptr;
+  const EmuOptions options = config.emu ? *config.emu : default_options();
+  const std::shared_ptr<const void> params = thunk.copy_params(thunk.params);
+  CapturedOp op = [replay_config, options, thunk, params]() {
+    LaunchConfig c = replay_config;
+    c.emu = &options;
+    KernelThunk t = thunk;
+    t.params = params.get();
+    LaunchResult r = run_grid_impl(c, t);
+    if (!r.ok()) set_last_error(r);
+    return r.code;
+  };
+  cudaError_t capture_error = cudaSuccess;
+  switch (record_on_stream(config.stream, std::move(op), &capture_error)) {
+    case OnStream::kRecord: return {};
+    case OnStream::kFail: {
+      LaunchResult r{capture_error,
+                     std::string(config.kernel_name) + ": launch refused by the stream capture"};
+      set_last_error(r);
+      return r;
+    }
+    case OnStream::kRun: break;
+  }
   LaunchResult r = run_grid_impl(config, thunk);
   if (!r.ok()) set_last_error(r);
   return r;

@@ -2,6 +2,8 @@
 // blocks in parallel over a small pool of OS threads, each block's threads as fibers.
 #pragma once
 
+#include <memory>
+
 #include "kernels/simt/launch_config.h"
 
 namespace simt::emu {
@@ -11,9 +13,13 @@ struct KernelThunk {
   void (*invoke)(ErasedKernel kernel, const void* params);  // calls kernel(*params)
   ErasedKernel kernel;
   const void* params;
+  // A copy of *params that outlives the launch, for a stream capture to replay later.
+  std::shared_ptr<const void> (*copy_params)(const void* params);
 };
 
 // Runs the launch to completion and returns the first error (lowest block) or the races found.
+// On a capturing stream (emu/capture.h) the launch is validated and recorded with a copy of its
+// params and options instead (config.kernel_name must then outlive the graph: a literal).
 LaunchResult run_grid(const LaunchConfig& config, const KernelThunk& thunk);
 
 // Options used when LaunchConfig::emu is null (tests set racecheck here once).

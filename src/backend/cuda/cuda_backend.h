@@ -78,9 +78,22 @@ class CudaBackend final : public Backend {
   // vectors (norm weights, biases) and 16-bit weights are uploaded as they are.
   Tensor prepare_weight(const Tensor& host) override;
   int64_t prepared_bytes(const Tensor& host) const override;
+  // Device scratch of at least n_bytes for the ops (see workspace()), allocated now: a caller
+  // that captures a graph of shapes it has not run eagerly sizes it first.
+  void reserve_workspace(int64_t n_bytes) { workspace(static_cast<size_t>(n_bytes)); }
   // H2D and D2D are asynchronous; D2H waits, so the host sees the data on return.
   void copy(const Tensor& src, const Tensor& dst) override;
   void synchronize() override;
+
+  // CUDA graphs (cuda_graph.cc): the stream captured in global mode. A graph keeps the
+  // workspace it was captured with alive, so a later growth (a larger eager step) cannot free
+  // memory the graph's kernels use; the workspace must not grow during the capture itself
+  // (end_capture then fails, naming the sizes: run the shape eagerly first or
+  // reserve_workspace).
+  bool supports_graphs() const override { return true; }
+  Status begin_capture() override;
+  StatusOr<std::unique_ptr<GraphHandle>> end_capture() override;
+  Status replay(const GraphHandle& graph) override;
 
   // Elementwise ops and norms (cuda_elementwise.cc). Activations F32 or BF16.
   void gather_rows(const Tensor& src, const Tensor& indices, const Tensor& out) override;
@@ -152,6 +165,8 @@ class CudaBackend final : public Backend {
   std::shared_ptr<DevicePool> pool_;        // likewise
   Tensor workspace_;                        // [bytes] I8, see workspace(); shared by all ops
   int n_sms_ = 0;                           // 0 until first asked
+  bool capturing_ = false;                  // between begin_capture and end_capture
+  std::string capture_error_;               // why the current capture cannot be used
   std::shared_ptr<CublasLtGemm> cublaslt_;  // created by the first large BF16 linear
 
   // Gating and sampling (cuda_sampling.cc): sample() packs its rows into staging_ and uploads

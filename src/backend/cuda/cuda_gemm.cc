@@ -133,6 +133,13 @@ void* CudaBackend::workspace(size_t n_bytes) {
   if (workspace_.defined() && static_cast<size_t>(workspace_.n_bytes()) >= n_bytes) {
     return workspace_.raw();
   }
+  // Captured kernels would point at a buffer the replay must keep: the capture fails instead.
+  if (capturing_ && capture_error_.empty()) {
+    capture_error_ = absl::StrCat("the workspace would grow from ",
+                                  workspace_.defined() ? workspace_.n_bytes() : 0, " to ", n_bytes,
+                                  " bytes during a graph capture; run the step eagerly once first "
+                                  "or call reserve_workspace");
+  }
   // The old buffer is freed on the stream, after the work queued on it.
   workspace_ = alloc(DType::kI8, {static_cast<int64_t>(n_bytes)});
   return workspace_.raw();
