@@ -580,6 +580,10 @@ std::vector<OpCase> backend_op_cases() {
   c.push_back(make(Op::kHeadLinear, DType::kBF16, {1, 128, 128, 512}, 5e-3));
   c.push_back(make(Op::kHeadLinear, DType::kBF16, {33, 3, 136, 72}, 5e-3));
   c.push_back(make(Op::kHeadLinear, DType::kI8, {4, 16, 128, 512}, 1e-5));
+  // FP8 per-head weights with per-head block scales (the loader builds W_UK / W_UV in F32 from
+  // kv_b_proj, but the op takes FP8 like linear); k = 136 ends mid-block.
+  c.push_back(make(Op::kHeadLinear, DType::kFP8E4M3, {4, 16, 128, 512}, 5e-3));
+  c.push_back(make(Op::kHeadLinear, DType::kFP8E4M3, {33, 3, 136, 72}, 5e-3));
   c.push_back(make(Op::kRope, DType::kF32, {64, 16, 64}, 1e-5));
   c.push_back(make(Op::kRope, DType::kF32, {3, 128, 64}, 1e-5));  // V3's 128 query heads
   c.push_back(make(Op::kRope, DType::kF32, {5, 1, 64}, 1e-5));    // the shared rope key
