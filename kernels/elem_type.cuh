@@ -7,6 +7,7 @@
 
 namespace moeserve::kernels {
 
-enum class ElemType : uint8_t { kF32, kBF16, kF16 };
+// kFP8E4M3: block-scaled GEMM weights only (gemm_bf16.cuh); no other kernel takes it.
+enum class ElemType : uint8_t { kF32, kBF16, kF16, kFP8E4M3 };
 
 }  // namespace moeserve::kernels

@@ -33,29 +33,34 @@ struct Cfg<GemmTile::kLarge> {
 
 // 8 elements of padding per shared row: 16-bit rows (kBK + 8) · 2 bytes and F32 rows
 // (kBK + 8) · 4 bytes put the 8 rows an ldmatrix (or a half-warp's float2 reads) touches in
-// distinct banks, and keep every row 16-byte aligned for cp.async.
+// distinct banks, and keep every row 16-byte aligned for cp.async. FP8 rows get 16 bytes
+// (80 or 48 bytes a row): the 8 rows a B fragment read touches start 20 or 12 words apart,
+// distinct banks (multiples of 4) for every lane's 2-byte reads.
 constexpr int kPad = 8;
+constexpr int kPadFp8 = 16;
 constexpr int kMaxSplits = 32;
 
-template <GemmTile kTile, bool kXF32>
+template <GemmTile kTile, bool kXF32, bool kW8 = false>
 struct Layout {
   using C = Cfg<kTile>;
   using XT = std::conditional_t<kXF32, float, uint16_t>;
+  using WT = std::conditional_t<kW8, uint8_t, uint16_t>;  // weight storage
   static constexpr int kWarpsN = C::kBN / C::kWN;
   static constexpr int kThreads = 32 * (C::kBM / C::kWM) * kWarpsN;
   static constexpr int kMT = C::kWM / 16;  // mma tiles along tokens per warp
   static constexpr int kNT = C::kWN / 8;   // mma tiles along weight rows per warp
   // Large F32-x tiles keep 3 stages: 4 would take 120 KiB, one block per SM.
   static constexpr int kStages = kTile == GemmTile::kLarge && kXF32 ? 3 : C::kStages;
-  static constexpr int kPitch = C::kBK + kPad;
-  static constexpr int kAStage = C::kBM * kPitch;  // XT elements
-  static constexpr int kBStage = C::kBN * kPitch;  // 16-bit elements
+  static constexpr int kPitch = C::kBK + kPad;                     // x rows, XT elements
+  static constexpr int kBPitch = C::kBK + (kW8 ? kPadFp8 : kPad);  // w rows, WT elements
+  static constexpr int kAStage = C::kBM * kPitch;                  // XT elements
+  static constexpr int kBStage = C::kBN * kBPitch;                 // WT elements
   static constexpr int kAChunksPerRow = C::kBK * static_cast<int>(sizeof(XT)) / 16;
-  static constexpr int kBChunksPerRow = C::kBK * 2 / 16;
+  static constexpr int kBChunksPerRow = C::kBK * static_cast<int>(sizeof(WT)) / 16;
   static constexpr int kAPerThread = C::kBM * kAChunksPerRow / kThreads;
   static constexpr int kBPerThread = C::kBN * kBChunksPerRow / kThreads;
   static constexpr size_t kSmemBytes =
-      static_cast<size_t>(kStages) * (kAStage * sizeof(XT) + kBStage * 2);
+      static_cast<size_t>(kStages) * (kAStage * sizeof(XT) + kBStage * sizeof(WT));
   static_assert(kAPerThread * kThreads == C::kBM * kAChunksPerRow, "A chunks split evenly");
   static_assert(kBPerThread * kThreads == C::kBN * kBChunksPerRow, "B chunks split evenly");
   static_assert(kNT % 4 == 0, "each half of a warp's weight rows is whole ldmatrix.x4 pairs");
@@ -82,6 +87,15 @@ __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
 
 __device__ __forceinline__ float bf16_lo(uint32_t u) { return __uint_as_float(u << 16); }
 __device__ __forceinline__ float bf16_hi(uint32_t u) { return __uint_as_float(u & 0xffff0000u); }
+
+// Two e4m3 weights (the low byte first in k) times their block scale, as the BF16 pair an
+// mma B register holds: exact widening, one F32 multiply, one BF16 rounding, the same
+// arithmetic as dequantizing to BF16 at load.
+__device__ __forceinline__ uint32_t fp8x2_scaled_bf16x2(uint16_t v, float scale) {
+  const __half2 h(__nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(v), __NV_E4M3));
+  const float2 f = __half22float2(h);
+  return pack2<false>(f.x * scale, f.y * scale);
+}
 
 __device__ __forceinline__ float silu(float v) { return v / (1.0f + expf(-v)); }
 
@@ -124,20 +138,33 @@ __device__ __forceinline__ void copy_chunk_any(T* dst, const T* src, int valid) 
 // kAligned: every chunk of x and w is 16-byte aligned and k a multiple of 8 (launch_gemm
 // checks), so tiles move in 16-byte cp.async copies only; otherwise chunks that are partial
 // (the k tail) or unaligned (odd k or strides) are copied element by element.
-template <GemmTile kTile, bool kXF32, bool kWF16, bool kAligned>
-__global__ void __launch_bounds__(Layout<kTile, kXF32>::kThreads)
+// FP8 large tiles ask for two blocks per SM (≤ 128 registers), which the aligned BF16 ones
+// reach as they are; the FP8 fragment conversion would otherwise take 154-166. Not the
+// predicated F32-x instance: like its BF16 twin (168) it would spill.
+template <GemmTile kTile, bool kXF32, ElemType kW, bool kAligned>
+constexpr int kMinBlocks = kTile == GemmTile::kLarge&& kW == ElemType::kFP8E4M3 &&
+                                   (!kXF32 || kAligned)
+                               ? 2
+                               : 0;
+
+template <GemmTile kTile, bool kXF32, ElemType kW, bool kAligned>
+__global__ void __launch_bounds__(Layout<kTile, kXF32>::kThreads,
+                                  (kMinBlocks<kTile, kXF32, kW, kAligned>))
     gemm_kernel(const KernelParams kp) {
+  constexpr bool kWF16 = kW == ElemType::kF16, kW8 = kW == ElemType::kFP8E4M3;
   using C = Cfg<kTile>;
-  using L = Layout<kTile, kXF32>;
+  using L = Layout<kTile, kXF32, kW8>;
   using XT = typename L::XT;
+  using WT = typename L::WT;
   constexpr int kBM = C::kBM, kBN = C::kBN, kBK = C::kBK, kStages = L::kStages;
-  constexpr int kPitch = L::kPitch, kMT = L::kMT, kNT = L::kNT, kHalf = kBN / 2;
+  constexpr int kPitch = L::kPitch, kBPitch = L::kBPitch, kMT = L::kMT, kNT = L::kNT;
+  constexpr int kHalf = kBN / 2;
   const GemmParams& p = kp.p;
 
   SIMT_DYNAMIC_SHARED(unsigned char, smem);
   XT* a_smem = reinterpret_cast<XT*>(smem);  // [kStages][kBM][kPitch]
-  uint16_t* b_smem = reinterpret_cast<uint16_t*>(smem + kStages * L::kAStage *
-                                                            sizeof(XT));  // [kStages][kBN][kPitch]
+  WT* b_smem =
+      reinterpret_cast<WT*>(smem + kStages * L::kAStage * sizeof(XT));  // [kStages][kBN][kBPitch]
 
   const int tid = static_cast<int>(threadIdx.x);
   const int lane = tid % 32, warp = tid / 32;
@@ -147,7 +174,8 @@ __global__ void __launch_bounds__(Layout<kTile, kXF32>::kThreads)
 
   // This block's rows of the product and its weight matrix.
   int row0, row_end;
-  const uint16_t* w = static_cast<const uint16_t*>(p.w) + batch * p.w_batch_stride;
+  const WT* w = static_cast<const WT*>(p.w) + batch * p.w_batch_stride;
+  const float* scales = kW8 ? p.w_scales + batch * p.w_scale_batch_stride : nullptr;
   if (p.groups.tile_group != nullptr) {
     const int t = static_cast<int>(blockIdx.y);
     if (t >= *p.groups.n_tiles) return;  // the whole block: the grid is an upper bound
@@ -155,6 +183,7 @@ __global__ void __launch_bounds__(Layout<kTile, kXF32>::kThreads)
     row0 = p.groups.tile_row0[t];
     row_end = std::min(row0 + kBM, p.groups.group_offsets[g + 1]);
     w += g * p.groups.w_group_stride;
+    if constexpr (kW8) scales += g * p.w_scale_group_stride;
   } else {
     row0 = static_cast<int>(blockIdx.y) * kBM;
     row_end = std::min(p.n, row0 + kBM);
@@ -182,13 +211,13 @@ __global__ void __launch_bounds__(Layout<kTile, kXF32>::kThreads)
       a_src[i] = x + src_row * p.x_row_stride;
     }
   }
-  const uint16_t* b_src[L::kBPerThread];
+  const WT* b_src[L::kBPerThread];
   int b_dst[L::kBPerThread], b_col[L::kBPerThread];
   for (int i = 0; i < L::kBPerThread; ++i) {
     const int chunk = tid + i * L::kThreads;
     const int c = chunk / L::kBChunksPerRow;
-    b_col[i] = (chunk % L::kBChunksPerRow) * 8;
-    b_dst[i] = c * kPitch + b_col[i];
+    b_col[i] = (chunk % L::kBChunksPerRow) * (16 / static_cast<int>(sizeof(WT)));
+    b_dst[i] = c * kBPitch + b_col[i];
     const int j = p.gated ? wcol0 + c % kHalf : wcol0 + c;
     const int wrow = p.gated && c >= kHalf ? f + j : j;
     b_src[i] = (p.gated ? j < f : j < p.m) ? w + wrow * p.w_row_stride : nullptr;
@@ -198,7 +227,7 @@ __global__ void __launch_bounds__(Layout<kTile, kXF32>::kThreads)
   auto load_tile = [&](int stage, int kt) {
     const int k0 = kt * kBK;
     XT* as = a_smem + stage * L::kAStage;
-    uint16_t* bs = b_smem + stage * L::kBStage;
+    WT* bs = b_smem + stage * L::kBStage;
     if constexpr (kAligned) {
       for (int i = 0; i < L::kAPerThread; ++i) {
         const bool ok = a_src[i] != nullptr && k0 + a_col[i] < p.k;
@@ -228,6 +257,21 @@ __global__ void __launch_bounds__(Layout<kTile, kXF32>::kThreads)
                         : kHalf + wn * (L::kNT * 4) + (nt - kNT / 2) * 8;
   };
 
+  // FP8: the scale row of the weight row this lane's B fragments read in each n8 tile (rows
+  // past the end read zeros; any finite scale will do).
+  const float* scale_row[kW8 ? kNT : 1];
+  if constexpr (kW8) {
+    GEMM_UNROLL
+    for (int nt = 0; nt < kNT; ++nt) {
+      // The weight row of shared row c, as the copies above find it.
+      const int c = tile_row(nt) + (lane >> 2);
+      const int j = p.gated ? wcol0 + c % kHalf : wcol0 + c;
+      const int wrow = p.gated && c >= kHalf ? f + j : j;
+      const bool valid = p.gated ? j < f : j < p.m;
+      scale_row[nt] = scales + (valid ? wrow / p.w_block_rows : 0) * p.w_scale_row_stride;
+    }
+  }
+
   float acc[kMT][kNT][4] = {};
   for (int s = 0; s < kStages - 1; ++s) {
     if (s < n_kt) load_tile(s, kt0 + s);
@@ -235,6 +279,13 @@ __global__ void __launch_bounds__(Layout<kTile, kXF32>::kThreads)
   }
   const int group = lane >> 2, tig = lane & 3;
   for (int t = 0; t < n_kt; ++t) {
+    // FP8: this k tile's scales, loaded before the wait so the barrier hides their latency.
+    float scale[kW8 ? kNT : 1];
+    if constexpr (kW8) {
+      const int kb = (kt0 + t) * kBK / p.w_block_cols;
+      GEMM_UNROLL
+      for (int nt = 0; nt < kNT; ++nt) scale[nt] = __ldg(scale_row[nt] + kb);
+    }
     simt::cp_async_wait<kStages - 2>();
     // Tile t has landed for every thread, and every thread is done with tile t - 1, whose
     // stage the prefetch below overwrites.
@@ -242,7 +293,7 @@ __global__ void __launch_bounds__(Layout<kTile, kXF32>::kThreads)
     if (t + kStages - 1 < n_kt) load_tile((t + kStages - 1) % kStages, kt0 + t + kStages - 1);
     simt::cp_async_commit();
     const XT* as = a_smem + (t % kStages) * L::kAStage;
-    const uint16_t* bs = b_smem + (t % kStages) * L::kBStage;
+    const WT* bs = b_smem + (t % kStages) * L::kBStage;
     GEMM_UNROLL
     for (int ks = 0; ks < kBK; ks += 16) {
       uint32_t af[kMT][4];
@@ -271,14 +322,24 @@ __global__ void __launch_bounds__(Layout<kTile, kXF32>::kThreads)
         }
       }
       uint32_t bf[kNT][2];
-      GEMM_UNROLL
-      for (int np = 0; np < kNT; np += 2) {
-        // Matrices (n 0-7, k 0-7), (n 0-7, k 8-15), (n 8-15, k 0-7), (n 8-15, k 8-15).
-        uint32_t r4[4];
-        simt::ldmatrix<4>(r4, bs + (tile_row(np) + (lane / 16) * 8 + lane % 8) * kPitch + ks +
-                                  ((lane / 8) % 2) * 8);
-        bf[np][0] = r4[0], bf[np][1] = r4[1];
-        bf[np + 1][0] = r4[2], bf[np + 1][1] = r4[3];
+      if constexpr (kW8) {
+        // Row n = group of each n8 tile at k 2·tig, 2·tig + 1 (b0 b1) and 8 more (b2 b3).
+        GEMM_UNROLL
+        for (int nt = 0; nt < kNT; ++nt) {
+          const WT* src = bs + (tile_row(nt) + group) * kBPitch + ks + tig * 2;
+          bf[nt][0] = fp8x2_scaled_bf16x2(*reinterpret_cast<const uint16_t*>(src), scale[nt]);
+          bf[nt][1] = fp8x2_scaled_bf16x2(*reinterpret_cast<const uint16_t*>(src + 8), scale[nt]);
+        }
+      } else {
+        GEMM_UNROLL
+        for (int np = 0; np < kNT; np += 2) {
+          // Matrices (n 0-7, k 0-7), (n 0-7, k 8-15), (n 8-15, k 0-7), (n 8-15, k 8-15).
+          uint32_t r4[4];
+          simt::ldmatrix<4>(r4, bs + (tile_row(np) + (lane / 16) * 8 + lane % 8) * kBPitch + ks +
+                                    ((lane / 8) % 2) * 8);
+          bf[np][0] = r4[0], bf[np][1] = r4[1];
+          bf[np + 1][0] = r4[2], bf[np + 1][1] = r4[3];
+        }
       }
       GEMM_UNROLL
       for (int mt = 0; mt < kMT; ++mt) {
@@ -374,27 +435,33 @@ __global__ void __launch_bounds__(kReduceThreads) gemm_reduce_kernel(const Kerne
   }
 }
 
-template <GemmTile kTile, bool kXF32, bool kWF16, bool kAligned>
+template <GemmTile kTile, bool kXF32, ElemType kW, bool kAligned>
 cudaError_t launch_tile(const KernelParams& kp, dim3 grid, cudaStream_t stream) {
-  using L = Layout<kTile, kXF32>;
+  using L = Layout<kTile, kXF32, kW == ElemType::kFP8E4M3>;
   return simt::launch({.kernel_name = "gemm_kernel",
                        .grid = grid,
                        .block = dim3(L::kThreads),
                        .dynamic_smem_bytes = L::kSmemBytes,
                        .stream = stream},
-                      gemm_kernel<kTile, kXF32, kWF16, kAligned>, kp)
+                      gemm_kernel<kTile, kXF32, kW, kAligned>, kp)
       .code;
+}
+
+template <GemmTile kTile, bool kXF32, bool kAligned>
+cudaError_t launch_w(const KernelParams& kp, dim3 grid, cudaStream_t stream) {
+  switch (kp.p.w_type) {
+    case ElemType::kF16:
+      return launch_tile<kTile, kXF32, ElemType::kF16, kAligned>(kp, grid, stream);
+    case ElemType::kFP8E4M3:
+      return launch_tile<kTile, kXF32, ElemType::kFP8E4M3, kAligned>(kp, grid, stream);
+    default: return launch_tile<kTile, kXF32, ElemType::kBF16, kAligned>(kp, grid, stream);
+  }
 }
 
 template <GemmTile kTile, bool kAligned>
 cudaError_t launch_dtypes(const KernelParams& kp, dim3 grid, cudaStream_t stream) {
-  const bool xf32 = kp.p.x_type == ElemType::kF32, wf16 = kp.p.w_type == ElemType::kF16;
-  if (xf32) {
-    return wf16 ? launch_tile<kTile, true, true, kAligned>(kp, grid, stream)
-                : launch_tile<kTile, true, false, kAligned>(kp, grid, stream);
-  }
-  return wf16 ? launch_tile<kTile, false, true, kAligned>(kp, grid, stream)
-              : launch_tile<kTile, false, false, kAligned>(kp, grid, stream);
+  return kp.p.x_type == ElemType::kF32 ? launch_w<kTile, true, kAligned>(kp, grid, stream)
+                                       : launch_w<kTile, false, kAligned>(kp, grid, stream);
 }
 
 template <GemmTile kTile>
@@ -411,8 +478,10 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 bool gemm_aligned(const GemmParams& p) {
   const int64_t x_elems = p.x_type == ElemType::kF32 ? 4 : 8;  // elements per 16 bytes
-  return p.k % 8 == 0 && p.x_row_stride % x_elems == 0 && p.x_batch_stride % x_elems == 0 &&
-         p.w_row_stride % 8 == 0 && p.w_batch_stride % 8 == 0 && p.groups.w_group_stride % 8 == 0 &&
+  const int64_t w_elems = p.w_type == ElemType::kFP8E4M3 ? 16 : 8;
+  return p.k % 8 == 0 && p.k % w_elems == 0 && p.x_row_stride % x_elems == 0 &&
+         p.x_batch_stride % x_elems == 0 && p.w_row_stride % w_elems == 0 &&
+         p.w_batch_stride % w_elems == 0 && p.groups.w_group_stride % w_elems == 0 &&
          aligned16(p.x) && aligned16(p.w);
 }
 
@@ -452,13 +521,18 @@ size_t gemm_workspace_bytes(const GemmParams& p, const GemmPlan& plan) {
 
 cudaError_t launch_gemm(const GemmParams& p, const GemmPlan& plan, cudaStream_t stream) {
   if (p.n == 0 || p.m == 0 || p.batch == 0) return cudaSuccess;
+  const bool fp8 = p.w_type == ElemType::kFP8E4M3;
   const bool types_ok = (p.x_type == ElemType::kF32 || p.x_type == ElemType::kBF16) &&
-                        (p.w_type == ElemType::kBF16 || p.w_type == ElemType::kF16) &&
+                        (p.w_type == ElemType::kBF16 || p.w_type == ElemType::kF16 || fp8) &&
                         (p.out_type == ElemType::kF32 || p.out_type == ElemType::kBF16);
+  const bool scales_ok =
+      !fp8 || (p.w_scales != nullptr && p.w_block_rows >= 1 && p.w_block_cols > 0 &&
+               p.w_block_cols % kGemmFp8BlockColsMultiple == 0);
   const bool split_ok =
       plan.k_splits >= 1 && plan.k_tiles_per_split >= 1 &&
       (plan.k_splits == 1 || (p.partials != nullptr && p.groups.tile_group == nullptr));
-  if (!types_ok || !split_ok || (p.gated && p.m % 2 != 0)) return cudaErrorInvalidValue;
+  if (!types_ok || !scales_ok || !split_ok || (p.gated && p.m % 2 != 0))
+    return cudaErrorInvalidValue;
   const GemmTileShape s = gemm_tile_shape(plan.tile);
   const int64_t grid_x = p.gated ? ceil_div(p.m / 2, s.block_n / 2) : ceil_div(p.m, s.block_n);
   const int64_t grid_y =

@@ -1,5 +1,6 @@
-// Tensor-core GEMM out = x · wᵀ with 16-bit weights (BF16, or F16), F32 accumulation:
-// the CUDA backend's linear, head_linear, gate_up_silu and the MoE grouped GEMMs.
+// Tensor-core GEMM out = x · wᵀ with 16-bit weights (BF16, or F16) or FP8 e4m3 weights with
+// F32 block scales (W8A16), F32 accumulation: the CUDA backend's linear, head_linear,
+// gate_up_silu and the MoE grouped GEMMs.
 //
 // One kernel template, two tile shapes (GemmTile):
 //  - kSkinny, for decode (a few tokens): 16 token rows × 128 weight rows × 64 k per block,
@@ -15,6 +16,15 @@
 // Gated mode (gate_up_silu, MoE gate/up): w = [w_gate; w_up], [2f, k]. A block's weight
 // rows are f-columns j0..j0+63 of w_gate and the same of w_up, laid out so that one thread
 // holds gate j and up j of a token in registers: the epilogue writes silu(gate)·up only.
+//
+// FP8 weights (w_type kFP8E4M3): tiles are staged as FP8 bytes (16 weights a cp.async, half
+// the bytes of BF16) and converted as the B fragments are built: each lane reads its two
+// e4m3 pairs from shared memory, widens them and multiplies by the block scale of its weight
+// row and the tile's k block, and rounds to BF16 for mma.sync (BF16 x, or F32 x rounded to
+// BF16). A k tile (64 or 32) never straddles a k block (block_cols a multiple of 64), so each
+// lane loads one scale per n8 tile per k tile; rows look their block up one by one, so any
+// block_rows works (stacked gate/up weights have block rows of gcd(128, f)). The weights the
+// tensor cores see, bf16(fp8 · scale), are exactly those of dequantizing to BF16 at load.
 //
 // Grouped mode (MoE): the rows of x are gathered through x_rows, the block's weight matrix
 // is chosen per row tile by a device-side tile table (moe_ffn.cuh builds it), and out rows
@@ -37,6 +47,9 @@
 namespace moeserve::kernels {
 
 enum class GemmTile : uint8_t { kSkinny, kLarge };
+
+// FP8 block scales must span whole k tiles of both tile shapes (64 and 32 wide).
+constexpr int kGemmFp8BlockColsMultiple = 64;
 
 struct GemmTileShape {
   int block_m;  // token rows per block
@@ -72,7 +85,7 @@ struct GemmParams {
   ElemType x_type;
   int64_t x_row_stride;   // elements between rows of x
   const int32_t* x_rows;  // [n] or null: row r of the product reads x row x_rows[r]
-  const void* w;          // [m, k] weights, w_type kBF16 or kF16
+  const void* w;          // [m, k] weights, w_type kBF16, kF16 or kFP8E4M3
   ElemType w_type;
   int64_t w_row_stride;  // elements between rows of w
   void* out;             // [n, m] (gated: [n, m/2]) out_type kF32 or kBF16
@@ -89,13 +102,23 @@ struct GemmParams {
   int64_t w_batch_stride = 0;
   int64_t out_batch_stride = 0;
   GemmGroups groups{};  // tile_group null: not grouped
+  // kFP8E4M3 only: weight (j, i) is w[j, i] · w_scales[(j / block_rows) · w_scale_row_stride +
+  // i / block_cols], for each batch matrix (+ batch · w_scale_batch_stride) and group (+ g ·
+  // w_scale_group_stride).
+  const float* w_scales = nullptr;  // [.., ceil(m / block_rows), ceil(k / block_cols)] F32
+  int64_t w_scale_row_stride = 0;   // floats between scale rows
+  int64_t w_scale_batch_stride = 0;
+  int64_t w_scale_group_stride = 0;
+  int w_block_rows = 0;  // any ≥ 1
+  int w_block_cols = 0;  // a multiple of kGemmFp8BlockColsMultiple
   // Split-K scratch, [k_splits, batch, n, m] F32 (gemm_workspace_bytes); unused when
   // plan.k_splits == 1.
   float* partials = nullptr;
 };
 
 // Whether every x and w chunk of the product is 16-byte aligned and whole (k a multiple of 8,
-// the strides multiples of 16 bytes, x and w 16-byte aligned): the 16-byte copy path.
+// 16 with FP8 weights; the strides multiples of 16 bytes, x and w 16-byte aligned): the
+// 16-byte copy path.
 bool gemm_aligned(const GemmParams& p);
 
 // Bytes of `partials` the plan needs (0 without split-K).

@@ -33,7 +33,8 @@ __device__ __forceinline__ float load1(const void* p, ElemType t, int64_t i) {
   switch (t) {
     case ElemType::kBF16: return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
     case ElemType::kF16: return __half2float(static_cast<const __half*>(p)[i]);
-    case ElemType::kF32: break;
+    case ElemType::kF32:
+    case ElemType::kFP8E4M3: break;  // never passed here (GEMM weights only)
   }
   return static_cast<const float*>(p)[i];
 }
@@ -42,7 +43,8 @@ __device__ __forceinline__ void store1(void* p, ElemType t, int64_t i, float v) 
   switch (t) {
     case ElemType::kBF16: static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16(v); return;
     case ElemType::kF16: static_cast<__half*>(p)[i] = __float2half(v); return;
-    case ElemType::kF32: break;
+    case ElemType::kF32:
+    case ElemType::kFP8E4M3: break;  // never passed here (GEMM weights only)
   }
   static_cast<float*>(p)[i] = v;
 }

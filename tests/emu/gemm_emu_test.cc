@@ -3,7 +3,9 @@
 // the MoE's intermediate activation) to the 16-bit type the tensor cores read, so what is
 // left is F32 summation error: tolerances are 2e-5 of Σ|x·w| per element (plus BF16 output
 // rounding). Random data, padded strides, outputs poisoned with NaN first (padding must stay
-// NaN), deterministic and random schedules with racecheck on.
+// NaN), deterministic and random schedules with racecheck on. FP8 weights: the references use
+// bf16(fp8 · block scale), computed here with the toolkit's host conversions, and the kernels
+// must also match the BF16 kernel on those dequantized weights bit for bit.
 #include <algorithm>
 #include <bit>
 #include <cmath>
@@ -11,6 +13,7 @@
 #include <cstring>
 #include <limits>
 #include <map>
+#include <numeric>
 #include <random>
 #include <set>
 #include <utility>
@@ -21,6 +24,7 @@
 #include "kernels/simt/emu/grid.h"
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda_fp8.h>
 #include <gtest/gtest.h>
 
 namespace moeserve::kernels {
@@ -33,10 +37,16 @@ uint16_t to_bf16(float v) { return std::bit_cast<uint16_t>(__float2bfloat16(v));
 uint16_t to_f16(float v) { return std::bit_cast<uint16_t>(__float2half(v)); }
 float from_bf16(uint16_t b) { return __bfloat162float(std::bit_cast<__nv_bfloat16>(b)); }
 float from_f16(uint16_t b) { return __half2float(std::bit_cast<__half>(b)); }
+float from_fp8(uint8_t b) {
+  __nv_fp8_e4m3 f;
+  f.__x = b;
+  return static_cast<float>(f);
+}
+// What x becomes for the tensor cores of a product with weights of type t (FP8 runs as BF16).
 float round_to(ElemType t, float v) {
-  return t == ElemType::kF16    ? from_f16(to_f16(v))
-         : t == ElemType::kBF16 ? from_bf16(to_bf16(v))
-                                : v;
+  return t == ElemType::kF16                               ? from_f16(to_f16(v))
+         : t == ElemType::kBF16 || t == ElemType::kFP8E4M3 ? from_bf16(to_bf16(v))
+                                                           : v;
 }
 double silu(double v) { return v / (1.0 + std::exp(-v)); }
 
@@ -46,13 +56,19 @@ struct Matrix {
   ElemType type = ElemType::kF32;
   int64_t rows = 0, cols = 0, stride = 0;
   std::vector<float> f32;     // F32 storage, or
-  std::vector<uint16_t> b16;  // 16-bit storage
-  std::vector<float> value;   // [rows, cols] values as stored
+  std::vector<uint16_t> b16;  // 16-bit storage, or
+  std::vector<uint8_t> b8;    // FP8 storage, with
+  std::vector<float> scales;  // [n_mats][ceil(rows / n_mats / block_rows)][scale_ld]
+  int block_rows = 0, block_cols = 0;
+  int64_t scale_ld = 0, scale_mat_stride = 0;
+  std::vector<float> value;  // [rows, cols] values as stored (FP8: bf16(fp8 · scale))
 
   const void* data() const {
-    return type == ElemType::kF32 ? static_cast<const void*>(f32.data()) : b16.data();
+    return type == ElemType::kF32       ? static_cast<const void*>(f32.data())
+           : type == ElemType::kFP8E4M3 ? static_cast<const void*>(b8.data())
+                                        : b16.data();
   }
-  void* data() { return type == ElemType::kF32 ? static_cast<void*>(f32.data()) : b16.data(); }
+  void* data() { return const_cast<void*>(std::as_const(*this).data()); }
   // Element (r, c) of the storage read back as F32 (NaN stays NaN).
   float at(int64_t r, int64_t c) const {
     const int64_t i = r * stride + c;
@@ -84,6 +100,55 @@ Matrix random_matrix(ElemType type, int64_t rows, int64_t cols, int64_t stride, 
     }
   }
   return m;
+}
+
+// n_mats stacked FP8 matrices of rows / n_mats rows each, any finite code, with F32 scales per
+// block_rows × block_cols block of each matrix (2^-10 to 2^-4, so a wrong block is far off) in
+// rows one float longer than needed.
+Matrix random_fp8(int64_t rows, int64_t cols, int64_t stride, int n_mats, int block_rows,
+                  int block_cols, std::mt19937& rng) {
+  Matrix m;
+  m.type = ElemType::kFP8E4M3, m.rows = rows, m.cols = cols, m.stride = stride;
+  m.block_rows = block_rows, m.block_cols = block_cols;
+  const int64_t mat_rows = rows / n_mats;
+  const int64_t scale_rows = (mat_rows + block_rows - 1) / block_rows;
+  m.scale_ld = (cols + block_cols - 1) / block_cols + 1;
+  m.scale_mat_stride = scale_rows * m.scale_ld;
+  std::uniform_real_distribution<float> exp2(-10.0f, -4.0f);
+  m.scales.resize(n_mats * m.scale_mat_stride);
+  for (float& v : m.scales) v = std::exp2(exp2(rng));
+  m.b8.assign(rows * stride, 0x7f);  // NaN past the widths
+  m.value.resize(rows * cols);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* srow = m.scales.data() + (r / mat_rows) * m.scale_mat_stride +
+                        (r % mat_rows) / block_rows * m.scale_ld;
+    for (int64_t c = 0; c < cols; ++c) {
+      uint8_t code = static_cast<uint8_t>(rng());
+      if ((code & 0x7f) == 0x7f) code ^= 1;  // not NaN
+      m.b8[r * stride + c] = code;
+      m.value[r * cols + c] = from_bf16(to_bf16(from_fp8(code) * srow[c / block_cols]));
+    }
+  }
+  return m;
+}
+
+// The BF16 matrix of m's values (the dequantized twin of an FP8 matrix), same strides.
+Matrix bf16_of(const Matrix& m) {
+  Matrix b;
+  b.type = ElemType::kBF16, b.rows = m.rows, b.cols = m.cols, b.stride = m.stride;
+  b.b16.assign(m.rows * m.stride, kNaN16);
+  for (int64_t r = 0; r < m.rows; ++r) {
+    for (int64_t c = 0; c < m.cols; ++c) b.b16[r * m.stride + c] = to_bf16(m.value[r * m.cols + c]);
+  }
+  b.value = m.value;
+  return b;
+}
+
+void set_fp8_scales(GemmParams& p, const Matrix& w) {
+  p.w_scales = w.scales.data();
+  p.w_scale_row_stride = w.scale_ld;
+  p.w_block_rows = w.block_rows;
+  p.w_block_cols = w.block_cols;
 }
 
 Matrix poisoned(ElemType type, int64_t rows, int64_t cols, int64_t stride) {
@@ -119,6 +184,7 @@ struct GemmCase {
   // Row strides are k + x_pad and k + w_pad: multiples of 8 keep rows 16-byte aligned, others
   // (with odd k) take the predicated path.
   int x_pad = 8, w_pad = 16;
+  int block_rows = 128, block_cols = 128;  // FP8 weights' scale blocks
 };
 
 // Runs one product (batch matrices) and checks every output element and the padding.
@@ -132,11 +198,18 @@ void run_case(const GemmCase& c, std::mt19937& rng) {
   // Batches stacked as extra rows; strides padded past the widths.
   const int64_t xs = c.k + c.x_pad, ws = c.k + c.w_pad, os = n_cols + 3;
   Matrix x = random_matrix(c.x_type, int64_t{c.batch} * c.n, c.k, xs, rng);
-  Matrix w = random_matrix(c.w_type, int64_t{c.batch} * c.m, c.k, ws, rng);
+  const bool fp8 = c.w_type == ElemType::kFP8E4M3;
+  Matrix w =
+      fp8 ? random_fp8(int64_t{c.batch} * c.m, c.k, ws, c.batch, c.block_rows, c.block_cols, rng)
+          : random_matrix(c.w_type, int64_t{c.batch} * c.m, c.k, ws, rng);
   Matrix out = poisoned(c.out_type, int64_t{c.batch} * c.n, n_cols, os);
   GemmParams p{};
   p.x = x.data(), p.x_type = c.x_type, p.x_row_stride = xs;
   p.w = w.data(), p.w_type = c.w_type, p.w_row_stride = ws;
+  if (fp8) {
+    set_fp8_scales(p, w);
+    p.w_scale_batch_stride = w.scale_mat_stride;
+  }
   p.out = out.data(), p.out_type = c.out_type, p.out_row_stride = os;
   p.n = c.n, p.m = c.m, p.k = c.k, p.gated = c.gated;
   p.batch = c.batch;
@@ -191,6 +264,24 @@ void run_case(const GemmCase& c, std::mt19937& rng) {
     }
   }
   EXPECT_EQ(n_bad, 0);
+  if (!fp8) return;
+  // The BF16 kernel on the dequantized weights feeds the tensor cores the same values: the
+  // same outputs bit for bit (the emulator's mma sums exactly; a GPU's order may differ).
+  Matrix wb = bf16_of(w);
+  Matrix out_b = poisoned(c.out_type, int64_t{c.batch} * c.n, n_cols, os);
+  GemmParams q = p;
+  q.w = wb.data(), q.w_type = ElemType::kBF16, q.w_scales = nullptr;
+  q.out = out_b.data();
+  ASSERT_EQ(launch_gemm(q, c.plan, nullptr), cudaSuccess) << simt::emu::peek_last_error().message;
+  for (int64_t r = 0; r < out.rows && n_bad < 5; ++r) {
+    for (int64_t j = 0; j < n_cols; ++j) {
+      if (std::bit_cast<uint32_t>(out.at(r, j)) != std::bit_cast<uint32_t>(out_b.at(r, j)) &&
+          n_bad++ < 5) {
+        ADD_FAILURE() << "row " << r << " col " << j << ": FP8 " << out.at(r, j)
+                      << ", BF16 of its values " << out_b.at(r, j);
+      }
+    }
+  }
 }
 
 GemmPlan forced(GemmTile tile, int k, int k_splits) {
@@ -230,6 +321,38 @@ TEST_P(GemmEmu, RealWidthDecodeAsPlanned) {
   const GemmPlan plan = plan_gemm(1, 1536, 7168, 1, 132);
   EXPECT_GT(plan.k_splits, 1);
   run_case({1, 1536, 7168, ElemType::kBF16, ElemType::kBF16, ElemType::kF32, false, 1, plan}, rng_);
+}
+
+// FP8 e4m3 weights with 128×128 block scales (W8A16): both tiles, BF16 and F32 x, token,
+// row and k tails (m = 136, 261 and k = 200, 72: partial scale blocks in both directions),
+// split-K, batched (one scale table per matrix), gated with f = 100 (the up rows straddle a
+// 128-row block) and with block rows of 8 (stacked gate/up of f = 136: gcd(128, 136)), block
+// columns of 64 and 256, and the predicated path (k = 136 and 72 are not multiples of 16,
+// odd strides, v3_fp8_tiny's moe_intermediate 136 as k).
+TEST_P(GemmEmu, Fp8WeightsWithBlockScales) {
+  using E = ElemType;
+  constexpr GemmTile kS = GemmTile::kSkinny, kL = GemmTile::kLarge;
+  constexpr E kF8 = E::kFP8E4M3;
+  run_case({1, 136, 200, E::kBF16, kF8, E::kF32, false, 1, forced(kS, 200, 1)}, rng_);
+  run_case({5, 261, 512, E::kF32, kF8, E::kBF16, false, 1, forced(kS, 512, 3)}, rng_);
+  run_case({3, 130, 384, E::kBF16, kF8, E::kF32, false, 2, forced(kS, 384, 2)}, rng_);
+  run_case({2, 200, 192, E::kBF16, kF8, E::kBF16, true, 1, forced(kS, 192, 1)}, rng_);
+  GemmCase stacked{4, 272, 192, E::kF32, kF8, E::kF32, true, 1, forced(kS, 192, 1)};
+  stacked.block_rows = 8;
+  run_case(stacked, rng_);
+  run_case({40, 261, 160, E::kBF16, kF8, E::kBF16, false, 1, forced(kL, 160, 2)}, rng_);
+  run_case({65, 200, 192, E::kBF16, kF8, E::kF32, true, 1, forced(kL, 192, 1)}, rng_);
+  run_case({33, 136, 256, E::kF32, kF8, E::kF32, false, 2, forced(kL, 256, 1)}, rng_);
+  GemmCase narrow{3, 64, 320, E::kBF16, kF8, E::kF32, false, 1, forced(kS, 320, 1)};
+  narrow.block_cols = 64;
+  run_case(narrow, rng_);
+  GemmCase wide{50, 136, 600, E::kBF16, kF8, E::kF32, false, 1, forced(kL, 600, 1)};
+  wide.block_cols = 256, wide.block_rows = 64;
+  run_case(wide, rng_);
+  // Predicated: k = 136 (8 past a 16-byte chunk), odd strides.
+  run_case({3, 192, 136, E::kBF16, kF8, E::kF32, false, 1, forced(kS, 136, 1), 8, 8}, rng_);
+  run_case({2, 40, 72, E::kF32, kF8, E::kBF16, true, 1, forced(kS, 72, 1), 1, 3}, rng_);
+  run_case({70, 192, 136, E::kBF16, kF8, E::kF32, false, 1, forced(kL, 136, 1), 0, 5}, rng_);
 }
 
 TEST(GemmPlan, ChoosesTilesAndSplits) {
@@ -309,6 +432,23 @@ TEST(GemmLaunch, ChoosesTheCopyPathAndRejectsBadTypes) {
   EXPECT_FALSE(gemm_aligned(p));
   p.groups.w_group_stride = 0;
   EXPECT_EQ(launch_gemm(p, GemmPlan{}, nullptr), cudaSuccess);
+  // FP8: whole chunks need k a multiple of 16; scales must be given, in blocks of whole k tiles.
+  p.w_type = ElemType::kFP8E4M3;
+  EXPECT_FALSE(gemm_aligned(p));
+  p.k = 16;
+  EXPECT_TRUE(gemm_aligned(p));
+  p.w_row_stride = 24;
+  EXPECT_FALSE(gemm_aligned(p));
+  p.w_row_stride = 16;
+  EXPECT_EQ(launch_gemm(p, GemmPlan{}, nullptr), cudaErrorInvalidValue);  // no scales
+  alignas(16) static float scales[4] = {1, 1, 1, 1};
+  p.w_scales = scales, p.w_scale_row_stride = 1, p.w_block_rows = 128, p.w_block_cols = 32;
+  EXPECT_EQ(launch_gemm(p, GemmPlan{}, nullptr), cudaErrorInvalidValue);  // straddles a tile
+  p.w_block_cols = 128;
+  EXPECT_EQ(launch_gemm(p, GemmPlan{}, nullptr), cudaSuccess);
+  p.w_block_rows = 0;
+  EXPECT_EQ(launch_gemm(p, GemmPlan{}, nullptr), cudaErrorInvalidValue);
+  p.w_block_rows = 128, p.w_scales = nullptr, p.k = 8;
   p.w_type = ElemType::kF32;
   EXPECT_EQ(launch_gemm(p, GemmPlan{}, nullptr), cudaErrorInvalidValue);
   p.w_type = ElemType::kBF16;
@@ -319,10 +459,13 @@ TEST(GemmLaunch, ChoosesTheCopyPathAndRejectsBadTypes) {
 // The MoE FFN kernel by kernel, each stage against its reference: routing tables, the
 // grouped gated GEMM (rows gathered through perm_token), the grouped down GEMM (rows
 // scattered to their slots), the combine.
+// FP8 (w_type): experts' weights with 128×128 block scales, gate/up with block rows gcd(128, f)
+// as the loader stacks them.
 void run_moe(int n, int top_k, int n_experts, int d, int f, GemmTile tile, ElemType x_type,
-             std::mt19937& rng) {
-  SCOPED_TRACE(::testing::Message() << "n " << n << " top_k " << top_k << " experts " << n_experts
-                                    << " d " << d << " f " << f << " tile " << int(tile));
+             std::mt19937& rng, ElemType w_type = ElemType::kBF16) {
+  SCOPED_TRACE(::testing::Message()
+               << "n " << n << " top_k " << top_k << " experts " << n_experts << " d " << d << " f "
+               << f << " tile " << int(tile) << " w " << int(w_type));
   const int n_rows = n * top_k;
   const int64_t ids_stride = top_k + 1;
   std::vector<int32_t> ids(n * ids_stride, 12345);
@@ -381,8 +524,12 @@ void run_moe(int n, int top_k, int n_experts, int d, int f, GemmTile tile, ElemT
   EXPECT_TRUE(want_rows[n_experts - 1].empty());
 
   Matrix x = random_matrix(x_type, n, d, d + 8 + d % 2, rng);
-  Matrix wgu = random_matrix(ElemType::kBF16, int64_t{n_experts} * 2 * f, d, d, rng);
-  Matrix wdn = random_matrix(ElemType::kBF16, int64_t{n_experts} * d, f, f, rng);
+  const bool fp8 = w_type == ElemType::kFP8E4M3;
+  Matrix wgu =
+      fp8 ? random_fp8(int64_t{n_experts} * 2 * f, d, d, n_experts, std::gcd(128, f), 128, rng)
+          : random_matrix(ElemType::kBF16, int64_t{n_experts} * 2 * f, d, d, rng);
+  Matrix wdn = fp8 ? random_fp8(int64_t{n_experts} * d, f, f, n_experts, 128, 128, rng)
+                   : random_matrix(ElemType::kBF16, int64_t{n_experts} * d, f, f, rng);
   Matrix act = poisoned(ElemType::kBF16, n_rows, f, f);
   std::vector<float> y(int64_t{n_rows} * d, kNaN);
   const GemmPlan plan{.tile = tile, .k_splits = 1, .k_tiles_per_split = 1 << 30};
@@ -390,7 +537,8 @@ void run_moe(int n, int top_k, int n_experts, int d, int f, GemmTile tile, ElemT
                           n_tiles.data(),     max_tiles,        0};
   GemmParams gu{};
   gu.x = x.data(), gu.x_type = x_type, gu.x_row_stride = x.stride, gu.x_rows = perm_token.data();
-  gu.w = wgu.data(), gu.w_type = ElemType::kBF16, gu.w_row_stride = d;
+  gu.w = wgu.data(), gu.w_type = w_type, gu.w_row_stride = d;
+  if (fp8) set_fp8_scales(gu, wgu), gu.w_scale_group_stride = wgu.scale_mat_stride;
   gu.out = act.data(), gu.out_type = ElemType::kBF16, gu.out_row_stride = f;
   gu.n = n_rows, gu.m = 2 * f, gu.k = d, gu.gated = true;
   gu.groups = groups;
@@ -398,7 +546,8 @@ void run_moe(int n, int top_k, int n_experts, int d, int f, GemmTile tile, ElemT
   ASSERT_EQ(launch_gemm(gu, plan, nullptr), cudaSuccess) << simt::emu::peek_last_error().message;
   GemmParams dn{};
   dn.x = act.data(), dn.x_type = ElemType::kBF16, dn.x_row_stride = f;
-  dn.w = wdn.data(), dn.w_type = ElemType::kBF16, dn.w_row_stride = f;
+  dn.w = wdn.data(), dn.w_type = w_type, dn.w_row_stride = f;
+  if (fp8) set_fp8_scales(dn, wdn), dn.w_scale_group_stride = wdn.scale_mat_stride;
   dn.out = y.data(), dn.out_type = ElemType::kF32, dn.out_row_stride = d;
   dn.out_rows = perm_slot.data();
   dn.n = n_rows, dn.m = d, dn.k = f;
@@ -488,6 +637,14 @@ TEST_P(GemmEmu, MoeTinyWidths) {
   run_moe(5, 2, 6, 66, 20, GemmTile::kSkinny, ElemType::kF32, rng_);
   run_moe(40, 3, 4, 66, 20, GemmTile::kLarge, ElemType::kBF16, rng_);
   run_moe(4, 2, 6, 192, 136, GemmTile::kSkinny, ElemType::kF32, rng_);
+}
+
+// FP8 experts at V3's layout in miniature (decode, prefill) and v3_fp8_tiny's widths (d = 192,
+// f = 136: gate/up block rows of 8, the down GEMM's k = 136 predicated, partial blocks).
+TEST_P(GemmEmu, MoeFp8Experts) {
+  run_moe(3, 6, 8, 256, 136, GemmTile::kSkinny, ElemType::kBF16, rng_, ElemType::kFP8E4M3);
+  run_moe(120, 4, 5, 128, 192, GemmTile::kLarge, ElemType::kBF16, rng_, ElemType::kFP8E4M3);
+  run_moe(4, 2, 6, 192, 136, GemmTile::kSkinny, ElemType::kF32, rng_, ElemType::kFP8E4M3);
 }
 
 INSTANTIATE_TEST_SUITE_P(Schedules, GemmEmu, ::testing::Values(0, 1, 2), [](const auto& info) {

@@ -41,6 +41,8 @@ TEST_P(CudaModelTest, LogitsAndGreedyTokensMatchTheCpu) {
   CpuBackend cpu(2);
   auto on_cuda = DeepseekV2Model::load(golden_model_dir(name), **cuda);
   ASSERT_TRUE(on_cuda.ok()) << on_cuda.status();
+  // The weights alone (FP8 ones stay FP8 with their scales; F32 ones become BF16).
+  const int64_t weight_bytes = (*cuda)->device_memory_used();
   auto on_cpu = DeepseekV2Model::load(golden_model_dir(name), cpu);
   ASSERT_TRUE(on_cpu.ok()) << on_cpu.status();
   const Golden g = load_golden(name);
@@ -84,8 +86,9 @@ TEST_P(CudaModelTest, LogitsAndGreedyTokensMatchTheCpu) {
   EXPECT_GE(greedy_checked, 3) << name << ": too few decisive steps to compare greedy tokens";
   std::printf(
       "%s on cuda vs cpu: relative logit error %.3g (largest), %.3g (second); %d of %zu "
-      "greedy steps compared\n",
-      name.c_str(), sorted[0], sorted[1], greedy_checked, g.decode_ids.size());
+      "greedy steps compared; weights take %lld device bytes\n",
+      name.c_str(), sorted[0], sorted[1], greedy_checked, g.decode_ids.size(),
+      static_cast<long long>(weight_bytes));
 }
 
 INSTANTIATE_TEST_SUITE_P(GoldenCheckpoints, CudaModelTest,

@@ -12,6 +12,7 @@
 #include "common/logging.h"
 #include "common/process_memory.h"
 #include "common/range_allocator.h"
+#include "kernels/gemm_bf16.cuh"  // kGemmFp8BlockColsMultiple
 
 namespace moeserve {
 
@@ -116,8 +117,17 @@ Tensor CudaBackend::alloc(DType dtype, std::vector<int64_t> shape) {
 
 namespace {
 
+// FP8 weights the GEMMs read as they are: F32 block scales in blocks of whole k tiles (the
+// checkpoints' 128 × 128). Others are dequantized to BF16 at load.
+bool gemm_takes_fp8(const Tensor& host) {
+  return host.dtype() == DType::kFP8E4M3 && host.ndim() >= 2 && host.block_scales() != nullptr &&
+         host.block_scales()->dtype() == DType::kF32 &&
+         host.block_cols() % kernels::kGemmFp8BlockColsMultiple == 0;
+}
+
 bool stored_as_bf16(const Tensor& host) {
-  return host.dtype() == DType::kFP8E4M3 || (host.dtype() == DType::kF32 && host.ndim() >= 2);
+  return (host.dtype() == DType::kFP8E4M3 && !gemm_takes_fp8(host)) ||
+         (host.dtype() == DType::kF32 && host.ndim() >= 2);
 }
 
 }  // namespace
@@ -204,7 +214,8 @@ bool CudaBackend::supports(Op op, DType dtype) const {
     case Op::kLinear:
     case Op::kHeadLinear:
     case Op::kGateUpSilu:
-    case Op::kMoeFfn: return dtype == DType::kBF16 || dtype == DType::kF16;
+    case Op::kMoeFfn:
+      return dtype == DType::kBF16 || dtype == DType::kF16 || dtype == DType::kFP8E4M3;  // W8A16
     default: return false;
   }
 }

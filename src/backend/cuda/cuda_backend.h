@@ -73,9 +73,11 @@ class CudaBackend final : public Backend {
   int64_t device_memory_used() const override;
   // Pinned host memory (cudaMallocHost).
   Tensor alloc_staging(DType dtype, std::vector<int64_t> shape) override;
-  // The GEMM kernels read 16-bit weights, so F32 matrices are rounded to BF16 and FP8
-  // block-scaled ones dequantized to BF16 at load (FP8 kernels are the quantization issue's);
-  // vectors (norm weights, biases) and 16-bit weights are uploaded as they are.
+  // F32 matrices are rounded to BF16 (the GEMMs read 16-bit or FP8 weights). FP8 block-scaled
+  // weights stay FP8, uploaded with their F32 scales (the GEMMs convert in registers), unless
+  // their scale blocks split the GEMMs' k tiles (block_cols not a multiple of 64) or their
+  // scales are not F32: those are dequantized to BF16. Vectors (norm weights, biases) and
+  // 16-bit weights are uploaded as they are.
   Tensor prepare_weight(const Tensor& host) override;
   int64_t prepared_bytes(const Tensor& host) const override;
   // Device scratch of at least n_bytes for the ops (see workspace()), allocated now: a caller

@@ -1,6 +1,7 @@
 // CudaBackend's GEMM-shaped ops: linear, head_linear, gate_up_silu (kernels/gemm_bf16.cuh)
-// and moe_ffn (kernels/moe_ffn.cuh around the grouped GEMMs). Large BF16 prefill products
-// may go to cuBLASLt instead (real CUDA builds only; the emulator has no cuBLASLt).
+// and moe_ffn (kernels/moe_ffn.cuh around the grouped GEMMs). Weights BF16, F16, or FP8 e4m3
+// with F32 block scales (W8A16). Large BF16 prefill products may go to cuBLASLt instead (real
+// CUDA builds only; the emulator has no cuBLASLt).
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -26,7 +27,9 @@ constexpr int kEmulatedSms = 132;
 // From this many tokens a BF16 product is compute-bound enough for cuBLASLt's kernels.
 constexpr int64_t kCublasLtMinRows = 512;
 
-bool is_16bit_weight(DType t) { return t == DType::kBF16 || t == DType::kF16; }
+bool is_gemm_weight(DType t) {
+  return t == DType::kBF16 || t == DType::kF16 || t == DType::kFP8E4M3;
+}
 
 void check_activation(const Tensor& t, const char* op, const char* arg) {
   MS_CHECK(t.dtype() == DType::kF32 || t.dtype() == DType::kBF16, "CudaBackend::", op, ": ", arg,
@@ -36,10 +39,35 @@ void check_activation(const Tensor& t, const char* op, const char* arg) {
 void check_weight(const Tensor& w, const char* op, const char* arg) {
   MS_CHECK(w.defined() && w.device() == Device::kCuda, "CudaBackend::", op, ": ", arg,
            " must be a CUDA tensor");
-  MS_CHECK(is_16bit_weight(w.dtype()), "CudaBackend::", op, ": ", arg, " is ", w.describe(),
-           "; CUDA GEMMs take BF16 or F16 weights (FP8/INT8/INT4 are not implemented)");
+  MS_CHECK(is_gemm_weight(w.dtype()), "CudaBackend::", op, ": ", arg, " is ", w.describe(),
+           "; CUDA GEMMs take BF16, F16 or block-scaled FP8 weights (INT8/INT4 are not "
+           "implemented)");
   MS_CHECK(w.stride(-1) == 1, "CudaBackend::", op, ": ", arg, " ", w.describe(),
            " has a strided innermost dim");
+  if (w.dtype() != DType::kFP8E4M3) return;
+  MS_CHECK(w.block_scales() != nullptr && w.block_scales()->dtype() == DType::kF32 &&
+               w.block_scales()->device() == Device::kCuda && w.block_scales()->stride(-1) == 1 &&
+               w.block_cols() % kernels::kGemmFp8BlockColsMultiple == 0 &&
+               w.block_rows() < (int64_t{1} << 31) && w.block_cols() < (int64_t{1} << 31),
+           "CudaBackend::", op, ": FP8 ", arg, " ", w.describe(),
+           " needs F32 CUDA block scales in blocks of a multiple of ",
+           kernels::kGemmFp8BlockColsMultiple, " columns (prepare_weight makes them)");
+}
+
+kernels::ElemType weight_elem_type(DType t) {
+  return t == DType::kFP8E4M3 ? kernels::ElemType::kFP8E4M3 : elem_type(t);
+}
+
+// FP8 weights: the kernels' view of the block scales of w ([m, k], or [heads or experts, m, k]
+// with scales [.., ceil(m / block_rows), ceil(k / block_cols)]); the caller sets the batch or
+// group stride (the scales' stride(0)).
+void set_weight_scales(kernels::GemmParams& p, const Tensor& w) {
+  if (w.dtype() != DType::kFP8E4M3) return;
+  const Tensor& s = *w.block_scales();
+  p.w_scales = s.data<float>();
+  p.w_scale_row_stride = s.stride(-2);
+  p.w_block_rows = static_cast<int>(w.block_rows());
+  p.w_block_cols = static_cast<int>(w.block_cols());
 }
 
 }  // namespace
@@ -175,8 +203,9 @@ kernels::GemmParams gemm_params(const Tensor& x, int64_t x_rs, const Tensor& w, 
   p.x_type = elem_type(x.dtype());
   p.x_row_stride = x_rs;
   p.w = w.raw();
-  p.w_type = elem_type(w.dtype());
+  p.w_type = weight_elem_type(w.dtype());
   p.w_row_stride = w_rs;
+  set_weight_scales(p, w);
   p.out = out.raw();
   p.out_type = elem_type(out.dtype());
   p.out_row_stride = out_rs;
@@ -258,6 +287,7 @@ void CudaBackend::head_linear(const Tensor& x, const Tensor& w, const Tensor& ou
   p.x_batch_stride = x.stride(1);
   p.w_batch_stride = w.stride(0);
   p.out_batch_stride = out.stride(1);
+  if (p.w_scales != nullptr) p.w_scale_batch_stride = w.block_scales()->stride(0);
   run_gemm(p, kernels::plan_gemm(n, m, k, heads, n_sms()));
 }
 
@@ -365,8 +395,10 @@ void CudaBackend::moe_ffn(const Tensor& x, const Tensor& topk_ids, const Tensor&
   gu.x_row_stride = xr.row_stride;
   gu.x_rows = perm_token;
   gu.w = w_gate_up.raw();
-  gu.w_type = elem_type(w_gate_up.dtype());
+  gu.w_type = weight_elem_type(w_gate_up.dtype());
   gu.w_row_stride = w_gate_up.stride(1);
+  set_weight_scales(gu, w_gate_up);
+  if (gu.w_scales != nullptr) gu.w_scale_group_stride = w_gate_up.block_scales()->stride(0);
   gu.out = act;
   gu.out_type = kernels::ElemType::kBF16;
   gu.out_row_stride = f;
@@ -383,8 +415,10 @@ void CudaBackend::moe_ffn(const Tensor& x, const Tensor& topk_ids, const Tensor&
   dn.x_type = kernels::ElemType::kBF16;
   dn.x_row_stride = f;
   dn.w = w_down.raw();
-  dn.w_type = elem_type(w_down.dtype());
+  dn.w_type = weight_elem_type(w_down.dtype());
   dn.w_row_stride = w_down.stride(1);
+  set_weight_scales(dn, w_down);
+  if (dn.w_scales != nullptr) dn.w_scale_group_stride = w_down.block_scales()->stride(0);
   dn.out = y;
   dn.out_type = kernels::ElemType::kF32;
   dn.out_row_stride = d;
