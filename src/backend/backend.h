@@ -256,9 +256,9 @@ void check_sample_rows(const Tensor& logits, std::span<const SamplingRow> rows);
 
 // "cpu", "cuda" or "auto" (CUDA when the build has it, a GPU is present and the
 // CUDA backend runs_models(); otherwise the CPU; a build on the SIMT emulator's
-// runtime takes the CPU for `auto` and its emulated device only for `cuda`). n_threads: the CPU backend's
-// threads (0: all cores); gpu_memory_fraction: of the GPU's memory, reserved by
-// the CUDA backend as its pool at start-up.
+// runtime takes the CPU for `auto` and its emulated device only for `cuda`). n_threads: the CPU
+// backend's threads (0: all cores); gpu_memory_fraction: of the GPU's memory, reserved by the CUDA
+// backend as its pool at start-up.
 StatusOr<std::unique_ptr<Backend>> create_backend(const std::string& kind, int n_threads = 0,
                                                   double gpu_memory_fraction = 0.9);
 
