@@ -14,6 +14,7 @@
 
 #include "kernels/elementwise.cuh"
 #include "kernels/simt/emu/grid.h"
+#include "tests/emu/emu_schedule.h"
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <gtest/gtest.h>
@@ -23,16 +24,8 @@ namespace {
 
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
-class ElementwiseEmu : public ::testing::TestWithParam<int> {
+class ElementwiseEmu : public ScheduledEmuTest {
  protected:
-  void SetUp() override {
-    simt::EmuOptions o;
-    o.racecheck = true;
-    o.schedule = GetParam() == 0 ? simt::Schedule::kDeterministic : simt::Schedule::kRandom;
-    o.seed = static_cast<uint64_t>(GetParam());
-    simt::emu::set_default_options(o);
-  }
-  void TearDown() override { simt::emu::set_default_options(simt::EmuOptions{}); }
   std::mt19937 rng_{static_cast<uint32_t>(GetParam() + 1)};
   float normal() { return std::normal_distribution<float>(0.0f, 1.0f)(rng_); }
 };

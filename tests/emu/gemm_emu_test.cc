@@ -22,6 +22,7 @@
 #include "kernels/gemm_bf16.cuh"
 #include "kernels/moe_ffn.cuh"
 #include "kernels/simt/emu/grid.h"
+#include "tests/emu/emu_schedule.h"
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
@@ -162,16 +163,8 @@ Matrix poisoned(ElemType type, int64_t rows, int64_t cols, int64_t stride) {
   return m;
 }
 
-class GemmEmu : public ::testing::TestWithParam<int> {
+class GemmEmu : public ScheduledEmuTest {
  protected:
-  void SetUp() override {
-    simt::EmuOptions o;
-    o.racecheck = true;
-    o.schedule = GetParam() == 0 ? simt::Schedule::kDeterministic : simt::Schedule::kRandom;
-    o.seed = static_cast<uint64_t>(GetParam());
-    simt::emu::set_default_options(o);
-  }
-  void TearDown() override { simt::emu::set_default_options(simt::EmuOptions{}); }
   std::mt19937 rng_{static_cast<uint32_t>(GetParam() + 7)};
 };
 

@@ -13,6 +13,7 @@
 
 #include "kernels/log_softmax_topk.cuh"
 #include "kernels/simt/emu/grid.h"
+#include "tests/emu/emu_schedule.h"
 #include <gtest/gtest.h>
 
 namespace moeserve::kernels {
@@ -32,16 +33,8 @@ struct Case {
   bool row_list;  // read rows through `rows` (reversed)
 };
 
-class LogSoftmaxTopkEmu : public ::testing::TestWithParam<int> {
+class LogSoftmaxTopkEmu : public ScheduledEmuTest {
  protected:
-  void SetUp() override {
-    simt::EmuOptions o;
-    o.racecheck = true;
-    o.schedule = GetParam() == 0 ? simt::Schedule::kDeterministic : simt::Schedule::kRandom;
-    o.seed = static_cast<uint64_t>(GetParam());
-    simt::emu::set_default_options(o);
-  }
-  void TearDown() override { simt::emu::set_default_options(simt::EmuOptions{}); }
   std::mt19937 rng_{std::random_device{}()};
 
   void check(const Case& c) {

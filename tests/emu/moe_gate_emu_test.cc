@@ -14,6 +14,7 @@
 
 #include "kernels/moe_gate.cuh"
 #include "kernels/simt/emu/grid.h"
+#include "tests/emu/emu_schedule.h"
 #include <gtest/gtest.h>
 
 namespace moeserve::kernels {
@@ -90,16 +91,8 @@ void reference(const Config& c, const float* l, const std::vector<float>& bias, 
   }
 }
 
-class MoeGateEmu : public ::testing::TestWithParam<int> {
+class MoeGateEmu : public ScheduledEmuTest {
  protected:
-  void SetUp() override {
-    simt::EmuOptions o;
-    o.racecheck = true;
-    o.schedule = GetParam() == 0 ? simt::Schedule::kDeterministic : simt::Schedule::kRandom;
-    o.seed = static_cast<uint64_t>(GetParam());
-    simt::emu::set_default_options(o);
-  }
-  void TearDown() override { simt::emu::set_default_options(simt::EmuOptions{}); }
   std::mt19937 rng_{std::random_device{}()};
 };
 

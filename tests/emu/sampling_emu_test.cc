@@ -17,6 +17,7 @@
 #include "kernels/sampling.cuh"
 #include "kernels/sampling_math.h"
 #include "kernels/simt/emu/grid.h"
+#include "tests/emu/emu_schedule.h"
 #include <gtest/gtest.h>
 
 namespace moeserve::kernels {
@@ -112,16 +113,8 @@ SampleResult reference(const float* raw, int vocab, const SampleRowDesc& d, cons
   return r;
 }
 
-class SamplingEmu : public ::testing::TestWithParam<int> {
+class SamplingEmu : public ScheduledEmuTest {
  protected:
-  void SetUp() override {
-    simt::EmuOptions o;
-    o.racecheck = true;
-    o.schedule = GetParam() == 0 ? simt::Schedule::kDeterministic : simt::Schedule::kRandom;
-    o.seed = static_cast<uint64_t>(GetParam());
-    simt::emu::set_default_options(o);
-  }
-  void TearDown() override { simt::emu::set_default_options(simt::EmuOptions{}); }
   std::mt19937_64 rng_{std::random_device{}()};
   double uniform() { return std::uniform_real_distribution<double>(0.0, 1.0)(rng_); }
   int randint(int n) { return static_cast<int>(rng_() % static_cast<uint64_t>(n)); }
